@@ -1,0 +1,30 @@
+"""`python -m devstack <command>`: host, simulator, azurite, run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each command module exposes `configure(parser)` and `main(args) -> int`.
+COMMANDS = {
+    "host": ("devstack.host", "run every function of function_app.py like the Functions host"),
+    "simulator": ("devstack.simulator", "serve the Intune Graph simulator on loopback"),
+    "azurite": ("devstack.azurite", "start Azurite (project-local npm install) on free ports"),
+    "run": ("devstack.run", "the main job: Azurite + simulator + host, sample requests, live outcomes"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.configure(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
