@@ -1,0 +1,35 @@
+"""The small error taxonomy the workflow maps to retry-or-publish, in one place."""
+
+from __future__ import annotations
+
+
+class GraphError(Exception):
+    """A Graph call did not succeed. Messages carry Graph's code and request id, never tokens."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+class GraphTransientError(GraphError):
+    """Worth retrying later (429, 500, 502, 503, 504 on reads, timeouts, connection errors).
+
+    For an action POST this also means the action was certainly not applied.
+    """
+
+
+class GraphPermanentError(GraphError):
+    """Graph refused the call for good (400, 401, 403, 404, ...); retrying will not help."""
+
+
+class ActionOutcomeUnknown(GraphError):
+    """An action POST whose result is unknown (504, timeout, dropped connection after sending):
+    it may or may not have reached the device, so it must be reconciled before any retry."""
+
+
+class StorageConflict(Exception):
+    """Optimistic concurrency lost: the ledger record changed since it was read."""

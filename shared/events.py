@@ -1,0 +1,84 @@
+"""Outcome events: CloudEvents 1.0 JSON built from the contract models, published to a queue."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Protocol
+
+from shared.contract import (
+    EVENT_TYPE_PREFIX,
+    EventDevice,
+    EventReason,
+    OutcomeData,
+    OutcomeEvent,
+    ReasonCode,
+    ResetRequest,
+    Status,
+)
+from shared.ledger import iso
+
+# Namespace for event ids derived from a message (events that have no ledger record to live in).
+_EVENT_NAMESPACE = uuid.UUID("0f6f2a0e-3f53-4c3a-9a59-6f1a3c7e2b11")
+
+
+def derived_event_id(*parts: str) -> str:
+    """A stable CloudEvents id: a redelivered message republishes the same event, same id."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join(parts)))
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def build_event(
+    *,
+    event_id: str,
+    now: datetime,
+    status: Status,
+    request: ResetRequest | None,
+    request_id: str | None,
+    reason: tuple[ReasonCode, str] | None = None,
+    device: EventDevice | None = None,
+    action: str | None = None,
+    scope: str | None = None,
+    attempt: int = 0,
+) -> OutcomeEvent:
+    data = OutcomeData(
+        requestId=request_id,
+        correlationId=request.correlationId if request else None,
+        status=status,
+        action=action,  # type: ignore[arg-type]
+        scope=scope,  # type: ignore[arg-type]
+        device=device,
+        reason=EventReason(code=reason[0], message=reason[1][:500]) if reason else None,
+        requestReason=request.reason if request else None,
+        requestedBy=request.requestedBy if request else None,
+        ticketId=request.ticketId if request else None,
+        attempt=attempt,
+    )
+    return OutcomeEvent(
+        id=event_id,
+        type=EVENT_TYPE_PREFIX + status.value,
+        subject=request_id,
+        time=iso(now),
+        data=data,
+    )
+
+
+def event_json(event: OutcomeEvent) -> str:
+    return event.model_dump_json()
+
+
+class EventPublisher(Protocol):
+    async def publish(self, event_json: str) -> None: ...
+
+
+class QueueEventPublisher:
+    """Writes each event as a plain UTF-8 JSON message on the results queue."""
+
+    def __init__(self, queue_client: Any) -> None:
+        self._queue = queue_client
+
+    async def publish(self, event_json: str) -> None:
+        await self._queue.send_message(event_json)

@@ -1,0 +1,347 @@
+"""IntuneGateway: the Graph calls of SPEC section 8, over msgraph-sdk, with the error taxonomy.
+
+Devices are read from Graph beta as raw JSON through the SDK's request adapter (auth, middleware,
+error mapping) because the v1.0 models lack `deviceType` and silently turn the Android Enterprise
+enrollment types into None. Actions go through the typed v1.0 request builders. The SDK's own
+retry handler is switched off for every call: a retried action POST after a 504 could reset a
+device twice, and throttled work is deferred on the queue instead of holding a worker.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.authentication import (
+    AccessTokenProvider,
+    AllowedHostsValidator,
+    AuthenticationProvider,
+    BaseBearerTokenAuthenticationProvider,
+)
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+from shared.errors import ActionOutcomeUnknown, GraphError, GraphPermanentError, GraphTransientError
+from shared.platforms import Action, DeviceTraits
+
+DEVICE_FIELDS = (
+    "id",
+    "deviceName",
+    "operatingSystem",
+    "osVersion",
+    "deviceType",
+    "deviceEnrollmentType",
+    "managementAgent",
+    "managedDeviceOwnerType",
+    "userPrincipalName",
+    "serialNumber",
+    "imei",
+    "azureADDeviceId",
+)
+# Graph property used in $filter for each request identifier kind (SPEC section 5).
+FILTER_PROPERTY = {"serialNumber": "serialNumber", "imei": "imei", "azureAdDeviceId": "azureADDeviceId"}
+PAGE_SIZE = 100
+MAX_PAGES = 10
+TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class IntuneDevice:
+    id: str
+    name: str | None
+    operating_system: str | None
+    os_version: str | None
+    device_type: str | None
+    enrollment_type: str | None
+    management_agent: str | None
+    owner_type: str | None
+    user_principal_name: str | None
+    serial_number: str | None
+    imei: str | None
+    azure_ad_device_id: str | None
+
+    @classmethod
+    def from_graph(cls, doc: dict[str, Any]) -> IntuneDevice:
+        def text(name: str) -> str | None:
+            value = doc.get(name)
+            return value if isinstance(value, str) and value != "" else None
+
+        return cls(
+            id=str(doc.get("id", "")),
+            name=text("deviceName"),
+            operating_system=text("operatingSystem"),
+            os_version=text("osVersion"),
+            device_type=text("deviceType"),
+            enrollment_type=text("deviceEnrollmentType"),
+            management_agent=text("managementAgent"),
+            owner_type=text("managedDeviceOwnerType"),
+            user_principal_name=text("userPrincipalName"),
+            serial_number=text("serialNumber"),
+            imei=text("imei"),
+            azure_ad_device_id=text("azureADDeviceId"),
+        )
+
+    @property
+    def traits(self) -> DeviceTraits:
+        return DeviceTraits(
+            operating_system=self.operating_system,
+            os_version=self.os_version,
+            device_type=self.device_type,
+            enrollment_type=self.enrollment_type,
+            management_agent=self.management_agent,
+        )
+
+    def matches(self, kind: str, value: str) -> bool:
+        """Client-side verification of a $filter match: Graph ignores filters it does not support."""
+        if kind == "intuneDeviceId":
+            return self.id.lower() == value.lower()
+        if kind == "azureAdDeviceId":
+            return (self.azure_ad_device_id or "").lower() == value.lower()
+        if kind == "serialNumber":
+            return (self.serial_number or "").strip().casefold() == value.strip().casefold()
+        if kind == "imei":
+            return "".join(ch for ch in (self.imei or "") if ch.isdigit()) == value
+        return False
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action_name: str
+    state: str  # none, pending, canceled, active, done, failed, notSupported
+    started_at: datetime | None
+    last_updated_at: datetime | None
+    passcode: str | None = field(default=None, repr=False)  # secret: never logged or stored
+
+
+class IntuneGateway(Protocol):
+    async def get_device(self, device_id: str) -> IntuneDevice | None: ...
+    async def find_devices(self, kind: str, value: str) -> list[IntuneDevice]: ...
+    async def perform(self, device_id: str, action: Action) -> None: ...
+    async def action_results(self, device_id: str) -> list[ActionResult]: ...
+
+
+class StaticTokenProvider(AccessTokenProvider):
+    """GRAPH_TOKEN for a loopback Graph simulator (settings refuse it for anything else)."""
+
+    def __init__(self, token: str, host: str) -> None:
+        self._token = token
+        self._hosts = AllowedHostsValidator([host])
+
+    async def get_authorization_token(self, uri: str, additional_authentication_context: Any = None) -> str:
+        return self._token if self._hosts.is_url_host_valid(uri) else ""
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return self._hosts
+
+
+class MsGraphIntuneGateway:
+    def __init__(self, base_url: str, auth_provider: AuthenticationProvider, *, timeout_s: float = 30.0) -> None:
+        from msgraph import GraphServiceClient
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+        from msgraph_core import GraphClientFactory
+
+        self._base = base_url.rstrip("/")
+        http_client = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))),
+            options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)},
+        )
+        self._http = http_client
+        self._adapter = GraphRequestAdapter(auth_provider, client=http_client)
+        self._adapter.base_url = f"{self._base}/v1.0"
+        self._client = GraphServiceClient(request_adapter=self._adapter)
+
+    @classmethod
+    def with_static_token(cls, base_url: str, token: str) -> MsGraphIntuneGateway:
+        host = urlsplit(base_url).hostname or ""
+        return cls(base_url, BaseBearerTokenAuthenticationProvider(StaticTokenProvider(token, host)))
+
+    @classmethod
+    def with_credential(cls, base_url: str, credential: Any) -> MsGraphIntuneGateway:
+        from kiota_authentication_azure.azure_identity_authentication_provider import (
+            AzureIdentityAuthenticationProvider,
+        )
+
+        host = urlsplit(base_url).hostname or ""
+        provider = AzureIdentityAuthenticationProvider(
+            credential, scopes=[f"{base_url.rstrip('/')}/.default"], allowed_hosts=[host]
+        )
+        return cls(base_url, provider)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ----------------------------------------------------------------- reads (beta, raw JSON)
+
+    async def get_device(self, device_id: str) -> IntuneDevice | None:
+        url = (
+            f"{self._base}/beta/deviceManagement/managedDevices/{quote(device_id, safe='')}"
+            f"?$select={','.join(DEVICE_FIELDS)}"
+        )
+        try:
+            doc = await self._get_json(url)
+        except GraphPermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return IntuneDevice.from_graph(doc)
+
+    async def find_devices(self, kind: str, value: str) -> list[IntuneDevice]:
+        """Devices whose `kind` identifier equals `value`, verified client-side."""
+        prop = FILTER_PROPERTY[kind]
+        literal = value.replace("'", "''")  # OData string literal: a quote is doubled
+        expression = f"{prop} eq '{literal}'"
+        url: str | None = (
+            f"{self._base}/beta/deviceManagement/managedDevices"
+            f"?$filter={quote(expression, safe='')}&$select={','.join(DEVICE_FIELDS)}&$top={PAGE_SIZE}"
+        )
+        matches: list[IntuneDevice] = []
+        pages = 0
+        while url:
+            pages += 1
+            if pages > MAX_PAGES:
+                raise TooManyCandidates(
+                    f"Graph returned more than {MAX_PAGES * PAGE_SIZE} candidates for a {kind} filter"
+                )
+            doc = await self._get_json(url)
+            for item in doc.get("value") or []:
+                if isinstance(item, dict):
+                    device = IntuneDevice.from_graph(item)
+                    if device.matches(kind, value):
+                        matches.append(device)
+            next_link = doc.get("@odata.nextLink")
+            url = next_link if isinstance(next_link, str) and self._same_origin(next_link) else None
+        return matches
+
+    async def action_results(self, device_id: str) -> list[ActionResult]:
+        """The device's deviceActionResults (only a single-device GET returns them)."""
+        from msgraph.generated.device_management.managed_devices.item.managed_device_item_request_builder import (
+            ManagedDeviceItemRequestBuilder,
+        )
+        from msgraph.generated.models.reset_passcode_action_result import ResetPasscodeActionResult
+
+        builder = self._client.device_management.managed_devices.by_managed_device_id(device_id)
+        query = ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetQueryParameters(
+            select=["deviceActionResults"]
+        )
+        config = ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetRequestConfiguration(
+            query_parameters=query
+        )
+        device = await self._call(builder.get(request_configuration=config), is_action=False)
+        results = []
+        for item in (device.device_action_results if device else None) or []:
+            state = item.action_state.value if item.action_state is not None else "none"
+            passcode = item.passcode if isinstance(item, ResetPasscodeActionResult) else None
+            results.append(
+                ActionResult(
+                    action_name=item.action_name or "",
+                    state=state,
+                    started_at=item.start_date_time,
+                    last_updated_at=item.last_updated_date_time,
+                    passcode=passcode,
+                )
+            )
+        return results
+
+    # ----------------------------------------------------------------- actions (v1.0, typed)
+
+    async def perform(self, device_id: str, action: Action) -> None:
+        builder = self._client.device_management.managed_devices.by_managed_device_id(device_id)
+        if action.graph_name == "remoteLock":
+            await self._call(builder.remote_lock.post(), is_action=True)
+        else:
+            await self._call(builder.reset_passcode.post(), is_action=True)
+
+    # ----------------------------------------------------------------- plumbing
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        info = RequestInformation(Method.GET)
+        info.url = url
+        info.headers.try_add("Accept", "application/json")
+        raw = await self._call(self._adapter.send_primitive_async(info, "bytes", {"XXX": ODataError}), is_action=False)
+        if not raw:
+            return {}
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise GraphTransientError("Graph answered with a body that is not JSON") from exc
+        if not isinstance(doc, dict):
+            raise GraphTransientError("Graph answered with unexpected JSON")
+        return doc
+
+    async def _call(self, awaitable: Any, *, is_action: bool) -> Any:
+        try:
+            return await awaitable
+        except APIError as exc:
+            raise _map_api_error(exc, is_action=is_action) from None
+        except httpx.ConnectError as exc:  # nothing was sent: safe to retry even for an action
+            raise GraphTransientError(f"cannot connect to Graph: {type(exc).__name__}") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            kind = ActionOutcomeUnknown if is_action else GraphTransientError
+            raise kind(f"Graph call interrupted: {type(exc).__name__}") from None
+
+    def _same_origin(self, url: str) -> bool:
+        return urlsplit(url).netloc == urlsplit(self._base).netloc
+
+
+class TooManyCandidates(GraphPermanentError):
+    """The identifier filter matched (or Graph ignored it and returned) too many devices to verify."""
+
+
+def _map_api_error(exc: APIError, *, is_action: bool) -> GraphError:
+    status = exc.response_status_code
+    code = None
+    request_id = None
+    if isinstance(exc, ODataError) and exc.error is not None:
+        code = exc.error.code
+        if exc.error.inner_error is not None:
+            request_id = exc.error.inner_error.request_id
+    headers = {k.lower(): v for k, v in (exc.response_headers or {}).items()}
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    detail = (
+        f"Graph answered {status}"
+        + (f" {code}" if code else "")
+        + (f" (request-id {request_id})" if request_id else "")
+    )
+    if status == 504 and is_action:
+        return ActionOutcomeUnknown(detail, status=status, code=code)
+    if status in TRANSIENT_STATUSES:
+        return GraphTransientError(detail, status=status, code=code, retry_after=retry_after)
+    return GraphPermanentError(detail, status=status, code=code)
+
+
+def parse_retry_after(value: Any) -> float | None:
+    """Retry-After as seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def latest_result(results: Sequence[ActionResult], action: Action, since: datetime) -> ActionResult | None:
+    """The result of `action` started at or after `since` (Intune keeps one result per action)."""
+    candidates = [
+        r
+        for r in results
+        if r.action_name.lower() == action.graph_name.lower() and r.started_at is not None and r.started_at >= since
+    ]
+    return max(candidates, key=lambda r: r.started_at or since, default=None)

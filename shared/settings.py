@@ -1,0 +1,187 @@
+"""Typed settings, parsed and validated once at start-up (SPEC section 2).
+
+Every problem names the setting at fault, so a misconfigured Function App fails fast with a
+message an operator can act on instead of a crash loop deep inside a trigger.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+POISON_SUFFIX = "-poison"
+_QUEUE_NAME_RULE = "3-63 characters of lowercase letters, digits and single hyphens"
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message names each of them."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection: str | None
+    storage_service_uris: Mapping[str, str]
+    storage_client_id: str | None
+    requests_queue: str
+    results_queue: str
+    followups_queue: str
+    ledger_table: str
+    graph_base_url: str
+    graph_token: str | None
+    azure_client_id: str | None
+    confirm_first_check_seconds: int
+    confirm_timeout_seconds: int
+    cooldown_seconds: int
+    allow_passcode_reveal: bool
+    auth_require_roles: bool
+    request_deadline_seconds: int
+
+    @property
+    def graph_host(self) -> str:
+        return urlsplit(self.graph_base_url).hostname or ""
+
+    def __repr__(self) -> str:  # never print the token or the connection string's key
+        return (
+            f"Settings(requests_queue={self.requests_queue!r}, results_queue={self.results_queue!r}, "
+            f"followups_queue={self.followups_queue!r}, ledger_table={self.ledger_table!r}, "
+            f"graph_base_url={self.graph_base_url!r}, graph_token={'set' if self.graph_token else 'unset'})"
+        )
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Parse and validate every setting; raise SettingsError listing all problems at once."""
+    problems: list[str] = []
+    reader = _Reader(env, problems)
+
+    connection = env.get("AzureWebJobsStorage") or None
+    uris = {
+        kind: env[f"AzureWebJobsStorage__{kind}ServiceUri"]
+        for kind in ("queue", "table", "blob")
+        if env.get(f"AzureWebJobsStorage__{kind}ServiceUri")
+    }
+    if connection is None and not {"queue", "table"} <= uris.keys():
+        problems.append(
+            "AzureWebJobsStorage: set a connection string, or identity-based "
+            "AzureWebJobsStorage__queueServiceUri and AzureWebJobsStorage__tableServiceUri"
+        )
+
+    graph_base_url = reader.text("GRAPH_BASE_URL", "https://graph.microsoft.com").rstrip("/")
+    graph_token = env.get("GRAPH_TOKEN") or None
+    _check_graph_url(graph_base_url, graph_token, problems)
+
+    settings = Settings(
+        storage_connection=connection,
+        storage_service_uris=uris,
+        storage_client_id=env.get("AzureWebJobsStorage__clientId") or None,
+        requests_queue=reader.queue("RESET_REQUESTS_QUEUE", "passcode-reset-requests", poison=True),
+        results_queue=reader.queue("RESET_RESULTS_QUEUE", "passcode-reset-results"),
+        followups_queue=reader.queue("RESET_FOLLOWUPS_QUEUE", "passcode-reset-followups", poison=True),
+        ledger_table=reader.table("RESET_LEDGER_TABLE", "PasscodeResets"),
+        graph_base_url=graph_base_url,
+        graph_token=graph_token,
+        azure_client_id=env.get("AZURE_CLIENT_ID") or None,
+        confirm_first_check_seconds=reader.integer("CONFIRM_FIRST_CHECK_SECONDS", 60, 0, 7 * 86400),
+        confirm_timeout_seconds=reader.integer("CONFIRM_TIMEOUT_SECONDS", 86400, 1, 7 * 86400),
+        cooldown_seconds=reader.integer("RESET_COOLDOWN_SECONDS", 900, 0, 30 * 86400),
+        allow_passcode_reveal=reader.boolean("ALLOW_PASSCODE_REVEAL", False),
+        auth_require_roles=reader.boolean("AUTH_REQUIRE_ROLES", False),
+        request_deadline_seconds=reader.integer("REQUEST_DEADLINE_SECONDS", 3600, 60, 7 * 86400),
+    )
+    queues = [settings.requests_queue, settings.results_queue, settings.followups_queue]
+    if len(set(queues)) != len(queues):
+        problems.append(
+            "RESET_REQUESTS_QUEUE, RESET_RESULTS_QUEUE, RESET_FOLLOWUPS_QUEUE: must be three different queues"
+        )
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return settings
+
+
+def _check_graph_url(url: str, token: str | None, problems: list[str]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"GRAPH_BASE_URL: not an absolute http(s) URL: {url!r}")
+        return
+    if parts.path not in ("", "/") or parts.query:
+        problems.append("GRAPH_BASE_URL: give the Graph root only; the app appends /v1.0 or /beta")
+    loopback = _is_loopback(parts.hostname)
+    if token is not None and not (parts.scheme == "http" and loopback):
+        problems.append(
+            "GRAPH_TOKEN: a static token is accepted only for a local Graph simulator "
+            "(GRAPH_BASE_URL must be a loopback http URL); unset it to use the managed identity"
+        )
+    if parts.scheme == "http" and not loopback:
+        problems.append("GRAPH_BASE_URL: plain http is allowed only for a loopback simulator")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str], problems: list[str]) -> None:
+        self._env = env
+        self._problems = problems
+
+    def text(self, name: str, default: str) -> str:
+        return (self._env.get(name) or default).strip()
+
+    def queue(self, name: str, default: str, *, poison: bool = False) -> str:
+        value = self.text(name, default)
+        if not _valid_queue_name(value):
+            self._problems.append(f"{name}: {value!r} is not a valid queue name ({_QUEUE_NAME_RULE})")
+        elif poison and len(value) > 63 - len(POISON_SUFFIX):
+            self._problems.append(
+                f"{name}: at most {63 - len(POISON_SUFFIX)} characters, so that "
+                f"its poison queue name ({value}{POISON_SUFFIX}) stays valid"
+            )
+        return value
+
+    def table(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not (3 <= len(value) <= 63 and value.isalnum() and value[0].isalpha()):
+            self._problems.append(f"{name}: {value!r} is not a valid table name (3-63 letters/digits)")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            self._problems.append(f"{name}: {raw!r} is not a whole number of seconds")
+            return default
+        if not low <= value <= high:
+            self._problems.append(f"{name}: {value} is outside {low}..{high}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        self._problems.append(f"{name}: {raw!r} is not true or false")
+        return default
+
+
+def _valid_queue_name(name: str) -> bool:
+    return (
+        3 <= len(name) <= 63
+        and all(c.islower() or c.isdigit() or c == "-" for c in name)
+        and name[0].isalnum()
+        and name[-1].isalnum()
+        and "--" not in name
+        and name.isascii()
+    )
