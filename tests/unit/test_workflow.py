@@ -90,7 +90,8 @@ async def test_same_request_id_with_a_different_payload_is_a_conflict() -> None:
 
 async def test_unsupported_platform_never_calls_the_action() -> None:
     h = harness()
-    h.gateway.add(device(DEV, os="Windows", version="10.0.22631", device_type="desktop", enrollment="windowsAzureADJoin"))
+    h.gateway.add(device(DEV, os="Windows", version="10.0.22631",
+                         device_type="desktop", enrollment="windowsAzureADJoin"))
     await submit(h, request())
     data = h.publisher.events[-1]["data"]
     assert data["status"] == "unsupported" and data["reason"]["code"] == "platform_unsupported"
@@ -276,8 +277,8 @@ async def test_followup_poison_fails_a_submitted_request_once() -> None:
     body = h.scheduler.followups[0][0].encode()
     await handle_followup_poison(body, h.services)
     await handle_followup_poison(body, h.services)
-    assert [e["id"] for e in finals(h)][0] == [e["id"] for e in finals(h)][1]
-    assert finals(h)[0]["data"]["status"] == "failed"
+    first, second = finals(h)
+    assert first["id"] == second["id"] and first["data"]["status"] == "failed"
 
 
 async def test_transient_read_error_during_confirmation_reschedules() -> None:
