@@ -63,7 +63,17 @@ class ReasonCode(StrEnum):
 class DeviceRef(BaseModel):
     """Exactly one identifier of the device to reset."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(
+        strict=True,
+        extra="ignore",
+        frozen=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("intuneDeviceId", "azureAdDeviceId", "serialNumber", "imei")
+            ]
+        },
+    )
 
     intuneDeviceId: Guid | None = None
     azureAdDeviceId: Guid | None = None

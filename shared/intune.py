@@ -26,6 +26,7 @@ from kiota_abstractions.authentication import (
     AuthenticationProvider,
     BaseBearerTokenAuthenticationProvider,
 )
+from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware.options import RetryHandlerOption
@@ -230,11 +231,10 @@ class MsGraphIntuneGateway:
         from msgraph.generated.models.reset_passcode_action_result import ResetPasscodeActionResult
 
         builder = self._client.device_management.managed_devices.by_managed_device_id(device_id)
-        query = ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetQueryParameters(
-            select=["deviceActionResults"]
-        )
-        config = ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetRequestConfiguration(
-            query_parameters=query
+        config = RequestConfiguration(
+            query_parameters=ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetQueryParameters(
+                select=["deviceActionResults"]
+            )
         )
         device = await self._call(builder.get(request_configuration=config), is_action=False)
         results = []

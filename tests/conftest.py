@@ -1,6 +1,8 @@
-"""Test fixtures live in tests/plugins/: the Azurite and host stack, and the Intune simulator."""
+"""Test fixtures live in tests/plugins/: Azurite and the devstack host, the Intune simulator, and
+the whole product wired together."""
 
 pytest_plugins = [
     "tests.plugins.simulator",
     "tests.plugins.stack",
+    "tests.plugins.product",
 ]
