@@ -14,7 +14,21 @@ $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
-setup: $(STAMP)
+# checkov scans infra/ (tests/infra/test_checkov.py) from its own virtualenv: its pins clash with
+# the app's, and it bundles an old pycep-parser. The stamp names the version, so a bump reinstalls.
+# The venv's own .gitignore (as Python 3.13's venv writes) keeps it out of git and out of ruff.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := .venv-checkov
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	echo '*' > $(CHECKOV_VENV)/.gitignore
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $(CHECKOV_STAMP)
+
+setup: $(STAMP) $(CHECKOV_STAMP)
 
 run: setup
 	$(BIN)/python -m devstack run $(ARGS)

@@ -1,0 +1,297 @@
+// Intune passcode reset: everything the Function App needs, deployable with `azd up` or
+// `az deployment sub create`. Layout follows Azure-Samples/functions-quickstart-python-http-azd:
+// this file creates the resource group and wires the modules under app/; every scanned resource
+// is a plain `resource` (no registry modules) so checkov can see it. See docs/deploy.md.
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds the unique suffix of every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the person or pipeline running the deployment. When set, it may put and read queue messages (smoke test). Empty: no data-plane access for anyone but the app.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+@description('Kind of principal in principalId.')
+param principalType string = 'User'
+
+@description('Optional name overrides; empty means the generated abbreviation + suffix.')
+param resourceGroupName string = ''
+param functionAppName string = ''
+param functionPlanName string = ''
+param storageAccountName string = ''
+param identityName string = ''
+param logAnalyticsName string = ''
+param applicationInsightsName string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Scale (Flex Consumption, FC1)
+// ---------------------------------------------------------------------------------------------
+
+// Why so few instances: Graph, not compute, is the bottleneck. Intune allows 200 POST/PUT/PATCH/DELETE
+// and 2,000 requests of any kind per 20 s per app and tenant, i.e. 10 actions/s and 100 requests/s
+// shared by every instance. One instance already runs batchSize 16 + newBatchThreshold 8 = 24 queue
+// messages at once (host.json); at ~1-2 s of Graph latency per request that is 12-24 requests/s, so
+// one or two instances reach the action budget and more instances only buy 429s. The limit applies
+// per independently scaled function group (each queue trigger, and all HTTP functions together),
+// so 4 leaves room for bursts and for the HTTP API while the code's own throttling absorbs the rest.
+@minValue(1)
+@maxValue(1000)
+@description('Flex Consumption maximum instance count per function group. Graph budget, not load, sets the ceiling: see docs/deploy.md.')
+param maximumInstanceCount int = 4
+
+// 2,048 MB is the platform default. The worker needs ~70 MB at run time, but instance size also
+// sets CPU: the larger size keeps the cold import of msgraph-sdk (~1-2.5 s) short. 512 MB is the
+// cheaper choice for a low-volume tenant.
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Flex Consumption instance memory (MB).')
+param instanceMemoryMB int = 2048
+
+// ---------------------------------------------------------------------------------------------
+// App settings (SPEC section 2); defaults are the SPEC's
+// ---------------------------------------------------------------------------------------------
+
+@minLength(3)
+@maxLength(56)
+@description('RESET_REQUESTS_QUEUE: request queue; its poison queue is <name>-poison.')
+param resetRequestsQueueName string = 'passcode-reset-requests'
+
+@minLength(3)
+@maxLength(63)
+@description('RESET_RESULTS_QUEUE: outcome events (CloudEvents).')
+param resetResultsQueueName string = 'passcode-reset-results'
+
+@minLength(3)
+@maxLength(56)
+@description('RESET_FOLLOWUPS_QUEUE: delayed confirmation checks; its poison queue is <name>-poison.')
+param resetFollowupsQueueName string = 'passcode-reset-followups'
+
+@minLength(3)
+@maxLength(63)
+@description('RESET_LEDGER_TABLE: request ledger (idempotency, status).')
+param resetLedgerTableName string = 'PasscodeResets'
+
+@description('GRAPH_BASE_URL: Graph root; the app appends /v1.0 or /beta.')
+param graphBaseUrl string = 'https://graph.microsoft.com'
+
+@minValue(0)
+@maxValue(604800)
+@description('CONFIRM_FIRST_CHECK_SECONDS: delay before the first confirmation check.')
+param confirmFirstCheckSeconds int = 60
+
+@minValue(1)
+@maxValue(604800)
+@description('CONFIRM_TIMEOUT_SECONDS: give up confirming after this long (timed_out).')
+param confirmTimeoutSeconds int = 86400
+
+@minValue(0)
+@maxValue(2592000)
+@description('RESET_COOLDOWN_SECONDS: a second reset of the same device inside this window is rejected.')
+param resetCooldownSeconds int = 900
+
+@minValue(60)
+@maxValue(604800)
+@description('REQUEST_DEADLINE_SECONDS: read by shared/settings.py (not in the SPEC table).')
+param requestDeadlineSeconds int = 3600
+
+@description('ALLOW_PASSCODE_REVEAL: enables GET /api/resets/{id}/passcode.')
+param allowPasscodeReveal bool = false
+
+// ---------------------------------------------------------------------------------------------
+// Microsoft Graph (Entra ID) and App Service Authentication
+// ---------------------------------------------------------------------------------------------
+
+@description('Grant the managed identity the two Graph application permissions through the Microsoft Graph Bicep extension. Needs Privileged Role Administrator (or Global Administrator); set false and grant by hand otherwise (docs/deploy.md).')
+param grantGraphPermissions bool = true
+
+@description('Protect the HTTP API with App Service Authentication (Entra ID) on top of function keys, and require the PasscodeReset.* app roles (AUTH_REQUIRE_ROLES=true).')
+param authEnabled bool = false
+
+@description('Client id of an existing app registration exposing the PasscodeReset.* app roles. Empty with authEnabled: the template creates one through the Graph extension.')
+param authClientId string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Alerts
+// ---------------------------------------------------------------------------------------------
+
+@description('Create the log alert rules (poison queue, final-failure rate, Graph throttling).')
+param alertsEnabled bool = true
+
+@description('E-mail address for alert notifications. Empty: alerts fire in Azure Monitor without notifications.')
+param alertEmailAddress string = ''
+
+@minValue(1)
+@maxValue(100)
+@description('Alert when more than this percentage of final outcomes in an hour are failed or timed_out.')
+param failureRateThresholdPercent int = 20
+
+@minValue(1)
+@description('Minimum final outcomes in the hour before the failure-rate alert may fire.')
+param failureRateMinimumOutcomes int = 5
+
+@minValue(1)
+@description('Alert when Graph answers 429 more often than this within 15 minutes.')
+param graphThrottlingThreshold int = 10
+
+// ---------------------------------------------------------------------------------------------
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var appName = !empty(functionAppName) ? functionAppName : '${abbrs.webSitesFunctions}passcode-reset-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(toLower(uniqueString(appName, resourceToken)), 7)}'
+var createAuthApplication = authEnabled && empty(authClientId)
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: !empty(identityName) ? identityName : '${abbrs.managedIdentityUserAssignedIdentities}passcode-reset-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: !empty(storageAccountName) ? storageAccountName : '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    requestsQueueName: resetRequestsQueueName
+    resultsQueueName: resetResultsQueueName
+    followupsQueueName: resetFollowupsQueueName
+    ledgerTableName: resetLedgerTableName
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: !empty(logAnalyticsName) ? logAnalyticsName : '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: !empty(applicationInsightsName) ? applicationInsightsName : '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    managedIdentityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+// Tenant-level: Graph app-role assignments for the identity and, when needed, the app registration
+// that Easy Auth validates tokens for. Its own file because it needs `extension microsoftGraphV1`.
+module graph 'app/graph.bicep' = if (grantGraphPermissions || createAuthApplication) {
+  name: 'graph'
+  scope: rg
+  params: {
+    managedIdentityPrincipalId: identity.outputs.principalId
+    grantAppRoles: grantGraphPermissions
+    createApiApplication: createAuthApplication
+    apiApplicationUniqueName: 'intune-passcode-reset-api-${resourceToken}'
+    apiApplicationDisplayName: 'Intune passcode reset API (${environmentName})'
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: appName
+    planName: !empty(functionPlanName) ? functionPlanName : '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    resetRequestsQueueName: resetRequestsQueueName
+    resetResultsQueueName: resetResultsQueueName
+    resetFollowupsQueueName: resetFollowupsQueueName
+    resetLedgerTableName: resetLedgerTableName
+    graphBaseUrl: graphBaseUrl
+    confirmFirstCheckSeconds: confirmFirstCheckSeconds
+    confirmTimeoutSeconds: confirmTimeoutSeconds
+    resetCooldownSeconds: resetCooldownSeconds
+    requestDeadlineSeconds: requestDeadlineSeconds
+    allowPasscodeReveal: allowPasscodeReveal
+    authEnabled: authEnabled
+    authClientId: createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId
+  }
+  dependsOn: [
+    rbac
+  ]
+}
+
+module alerts 'app/alerts.bicep' = if (alertsEnabled) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: '${abbrs.insightsScheduledQueryRules}passcode-reset-${resourceToken}'
+    actionGroupName: '${abbrs.insightsActionGroups}passcode-reset-${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    alertEmailAddress: alertEmailAddress
+    failureRateThresholdPercent: failureRateThresholdPercent
+    failureRateMinimumOutcomes: failureRateMinimumOutcomes
+    graphThrottlingThreshold: graphThrottlingThreshold
+  }
+}
+
+// Outputs: azd stores them in .azure/<env>/.env; docs/deploy.md uses them in the smoke test.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output SERVICE_API_NAME string = api.outputs.name
+output AZURE_FUNCTION_NAME string = api.outputs.name
+output AZURE_FUNCTION_URL string = api.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output RESET_REQUESTS_QUEUE string = resetRequestsQueueName
+output RESET_RESULTS_QUEUE string = resetResultsQueueName
+output AUTH_CLIENT_ID string = createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId

@@ -1,0 +1,55 @@
+"""The settings contract the templates must satisfy, copied from SPEC section 2 (and section 7).
+
+The SPEC lives outside this repository, so its table is restated here as data: one entry per
+setting, with the SPEC default as the app reads it from the environment (a string), or None
+where the SPEC gives none. When the SPEC or shared/settings.py gains a setting, add it here and
+the infra tests say what the template is missing.
+"""
+
+from __future__ import annotations
+
+# SPEC section 2, in table order.
+SPEC_SETTINGS: dict[str, str | None] = {
+    "AzureWebJobsStorage": None,
+    "RESET_REQUESTS_QUEUE": "passcode-reset-requests",
+    "RESET_RESULTS_QUEUE": "passcode-reset-results",
+    "RESET_FOLLOWUPS_QUEUE": "passcode-reset-followups",
+    "RESET_LEDGER_TABLE": "PasscodeResets",
+    "GRAPH_BASE_URL": "https://graph.microsoft.com",
+    "GRAPH_TOKEN": None,
+    "AZURE_CLIENT_ID": None,
+    "CONFIRM_FIRST_CHECK_SECONDS": "60",
+    "CONFIRM_TIMEOUT_SECONDS": "86400",
+    "RESET_COOLDOWN_SECONDS": "900",
+    "ALLOW_PASSCODE_REVEAL": "false",
+}
+
+# SPEC section 7: "When App Service Authentication is enabled (AUTH_REQUIRE_ROLES=true) ...".
+SPEC_AUTH_SETTINGS: dict[str, str | None] = {
+    "AUTH_REQUIRE_ROLES": "false",
+}
+
+# Read by shared/settings.py but not (yet) in the SPEC table.
+CODE_ONLY_SETTINGS: dict[str, str | None] = {
+    "REQUEST_DEADLINE_SECONDS": "3600",
+}
+
+# Local simulator only: the app refuses it unless GRAPH_BASE_URL is a loopback http URL.
+NEVER_IN_AZURE = frozenset({"GRAPH_TOKEN"})
+
+# In Azure the connection string is replaced by the identity-based form (no key anywhere).
+IDENTITY_STORAGE_SETTINGS: dict[str, str] = {
+    "AzureWebJobsStorage__credential": "managedidentity",
+    "AzureWebJobsStorage__clientId": "<managed identity client id>",
+    "AzureWebJobsStorage__blobServiceUri": "<blob endpoint>",
+    "AzureWebJobsStorage__queueServiceUri": "<queue endpoint>",
+    "AzureWebJobsStorage__tableServiceUri": "<table endpoint>",
+}
+
+# Platform settings the Functions host and the Azure Monitor exporter read.
+PLATFORM_SETTINGS = frozenset({
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+})
+
+ALL_APP_SETTINGS: dict[str, str | None] = {**SPEC_SETTINGS, **SPEC_AUTH_SETTINGS, **CODE_ONLY_SETTINGS}
