@@ -1,0 +1,1 @@
+"""Throwaway function apps used by the devstack host tests (never deployed)."""
