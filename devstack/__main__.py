@@ -16,11 +16,16 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m devstack")
     sub = parser.add_subparsers(dest="command", required=True)
+    # Import only the chosen command's module: a broken or slow module of another command must not
+    # break this one (and `host` should not pay for the simulator's imports).
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        module.configure(sub.add_parser(name, help=help_text))
+        command_parser = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            importlib.import_module(module_name).configure(command_parser)
     args = parser.parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     return int(module.main(args) or 0)
