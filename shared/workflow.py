@@ -130,6 +130,9 @@ class _RequestRun:
             return
         try:
             await self._advance(record)
+        except StorageConflict:
+            # Another delivery of this request wrote the record meanwhile: look again shortly.
+            await self._defer(_Defer(2, "ledger record changed concurrently"))
         except _Defer as defer:
             await self._defer(defer)
 
@@ -204,7 +207,10 @@ class _RequestRun:
                 await self.republish(record)
                 return
             if record.state == ACTING:
-                record = await self._reconcile(record)
+                reconciled = await self._reconcile(record)
+                if reconciled is None:
+                    return
+                record = reconciled
                 continue
             if record.state in (PROCESSING, QUEUED):
                 await self._process(record)
@@ -347,12 +353,14 @@ class _RequestRun:
             return
         await self._record_submitted(record)
 
-    async def _reconcile(self, record: LedgerRecord) -> LedgerRecord:
-        """A record left in ACTING: find out whether that action call reached the device."""
+    async def _reconcile(self, record: LedgerRecord) -> LedgerRecord | None:
+        """A record left in ACTING: find out whether that action call reached the device.
+
+        Returns the record to go on with, or None when the outcome was recorded here."""
         found = await self._find_our_action_or_defer(record)
         if found is not None:
             await self._record_submitted(record)
-            return await self._reload()
+            return None
         started = record.action_started_at or record.updated_at
         age = (self.s.clock() - started).total_seconds()
         if age < self.s.policy.action_lease_seconds:

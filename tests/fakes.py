@@ -6,6 +6,7 @@ these fakes only stand in for our own small interfaces (never for an Azure or Gr
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from dataclasses import dataclass, field, replace
@@ -74,6 +75,7 @@ class FakeGateway:
         return dev
 
     async def get_device(self, device_id: str) -> IntuneDevice | None:
+        await asyncio.sleep(0)  # a real await point, so concurrent deliveries interleave
         self._maybe_fail_read()
         return self.devices.get(device_id)
 
@@ -82,6 +84,7 @@ class FakeGateway:
         return [d for d in self.devices.values() if d.matches(kind, value)]
 
     async def perform(self, device_id: str, action: Action) -> None:
+        await asyncio.sleep(0)
         self.action_calls.append((device_id, action))
         if self.perform_failures:
             error, applied = self.perform_failures.pop(0)
@@ -114,6 +117,7 @@ class InMemoryLedger:
         self._etags = itertools.count(1)
 
     async def get(self, request_id: str) -> LedgerRecord | None:
+        await asyncio.sleep(0)
         return self.records.get(request_id)
 
     async def create(self, record: LedgerRecord) -> LedgerRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -76,6 +77,18 @@ async def test_redelivered_request_republishes_the_same_event_and_calls_nothing(
         await submit(h, request(), message_id=f"dup-{attempt}")
     assert len(h.gateway.action_calls) == 1
     assert {e["id"] for e in finals(h)} == {final_id}
+
+
+async def test_concurrent_deliveries_of_one_request_make_one_action_call() -> None:
+    h = harness()
+    h.gateway.add(device(DEV))
+    await asyncio.gather(*(submit(h, request(), message_id=f"m{n}") for n in range(4)))
+    for body, _ in h.scheduler.requeued:  # the deliveries that stepped back retry later
+        h.clock.advance(5)
+        await submit(h, body.encode(), message_id="retry")
+    assert h.gateway.action_calls == [(DEV, Action.RESET_PASSCODE)]
+    assert len({e["id"] for e in h.publisher.events}) == 1
+    assert h.publisher.statuses() and set(h.publisher.statuses()) == {"submitted"}
 
 
 async def test_same_request_id_with_a_different_payload_is_a_conflict() -> None:
