@@ -33,7 +33,7 @@ from shared.contract import (
 )
 from shared.errors import GraphError, GraphPermanentError, GraphTransientError, StorageConflict
 from shared.intune import IntuneGateway, latest_result
-from shared.ledger import ACTING, PROCESSING, QUEUED, Ledger, LedgerRecord, iso
+from shared.ledger import ACTING, PROCESSING, QUEUED, Ledger, LedgerRecord, iso, new_record
 from shared.platforms import Action
 from shared.workflow import Policy
 
@@ -293,17 +293,7 @@ async def _submit(
 ) -> HttpAnswer:
     payload_hash = request.payload_hash()
     now = services.clock()
-    fresh = LedgerRecord(
-        request_id=request_id,
-        payload_hash=payload_hash,
-        request_json=request.to_json(),
-        state=QUEUED,
-        created_at=now,
-        updated_at=now,
-        requested_by=request.requestedBy,
-        ticket_id=request.ticketId,
-        history=({"time": iso(now), "state": QUEUED, "note": "accepted over HTTP"},),
-    )
+    fresh = new_record(request, QUEUED, now, "accepted over HTTP")
     fields = {"requestId": request_id, "correlationId": request.correlationId, "caller": caller.name}
     try:
         record = await services.ledger.create(fresh)

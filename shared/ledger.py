@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import StorageConflict
+
+if TYPE_CHECKING:
+    from shared.contract import ResetRequest
 
 # Ledger states besides the event statuses of SPEC section 6.
 QUEUED = "queued"  # accepted over HTTP, not yet picked up
@@ -70,6 +73,22 @@ class LedgerRecord:
     @property
     def last_event(self) -> dict[str, Any] | None:
         return json.loads(self.last_event_json) if self.last_event_json else None
+
+
+def new_record(request: ResetRequest, state: str, now: datetime, note: str | None = None) -> LedgerRecord:
+    """The first ledger record of a request, keyed by its requestId and payload hash."""
+    entry = {"time": iso(now), "state": state, **({"note": note} if note else {})}
+    return LedgerRecord(
+        request_id=str(request.requestId),
+        payload_hash=request.payload_hash(),
+        request_json=request.to_json(),
+        state=state,
+        created_at=now,
+        updated_at=now,
+        requested_by=request.requestedBy,
+        ticket_id=request.ticketId,
+        history=(entry,),
+    )
 
 
 @dataclass(frozen=True)

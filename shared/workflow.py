@@ -27,7 +27,7 @@ from shared.contract import (
 from shared.errors import ActionOutcomeUnknown, GraphPermanentError, GraphTransientError, StorageConflict
 from shared.events import EventPublisher, build_event, derived_event_id, event_json, new_event_id
 from shared.intune import ActionResult, IntuneDevice, IntuneGateway, TooManyCandidates, latest_result
-from shared.ledger import ACTING, PROCESSING, QUEUED, Ledger, LedgerRecord, iso
+from shared.ledger import ACTING, PROCESSING, QUEUED, Ledger, LedgerRecord, iso, new_record
 from shared.platforms import Action, Decision, choose_action
 
 log = logging.getLogger("passcode_reset")
@@ -457,18 +457,7 @@ class _RequestRun:
         a different payload (request_conflict, published here)."""
         record = await self.s.ledger.get(self.request_id)
         if record is None:
-            now = self.s.clock()
-            fresh = LedgerRecord(
-                request_id=self.request_id,
-                payload_hash=self.payload_hash,
-                request_json=self.request.to_json(),
-                state=PROCESSING,
-                created_at=now,
-                updated_at=now,
-                requested_by=self.request.requestedBy,
-                ticket_id=self.request.ticketId,
-                history=({"time": iso(now), "state": PROCESSING},),
-            )
+            fresh = new_record(self.request, PROCESSING, self.s.clock())
             try:
                 record = await self.s.ledger.create(fresh)
             except StorageConflict:
