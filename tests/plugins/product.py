@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -113,12 +114,18 @@ def product_stack(
         # The Functions host exports app settings to the worker's environment; so does this test.
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
-        async with (
-            QueueServiceClient.from_connection_string(azurite.connection_string) as service,
-            start_host("function_app:app", settings) as host,
-        ):
-            with contextlib.suppress(ResourceExistsError):
-                await service.create_queue(settings["RESET_RESULTS_QUEUE"])
-            yield ProductStack(host=host, settings=settings, sim=sim, service=service)
+        try:
+            async with (
+                QueueServiceClient.from_connection_string(azurite.connection_string) as service,
+                start_host("function_app:app", settings) as host,
+            ):
+                with contextlib.suppress(ResourceExistsError):
+                    await service.create_queue(settings["RESET_RESULTS_QUEUE"])
+                yield ProductStack(host=host, settings=settings, sim=sim, service=service)
+        finally:
+            # Once the host has stopped, close the app's own clients, as the worker would on shutdown.
+            app_module = sys.modules.get("function_app")
+            if app_module is not None:
+                await app_module.runtime.aclose()
 
     return factory
