@@ -6,47 +6,80 @@ Every function hands the message to a use case in `shared.workflow` (queues) or 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import azure.functions as func
 
-from shared import http_api
+from shared import http_api, telemetry
 from shared.bootstrap import LazyRuntime, validate_environment
 from shared.workflow import handle_followup, handle_followup_poison, handle_request, handle_request_poison
 
 # Start-up check: a bad setting stops the app here with a message naming the setting, instead of
 # every invocation failing and pushing requests to the poison queue.
 validate_environment()
+# Application Insights (OpenTelemetry) only when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
+telemetry.configure_from_environment()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 runtime = LazyRuntime()
 STORAGE = "AzureWebJobsStorage"
 
 
+def _invocation(context: func.Context) -> contextlib.AbstractContextManager[None]:
+    """The invocation's log fields and the trace context the Functions host started for it. The
+    Python worker's trace context spells it `Traceparent`/`Tracestate`; the azure-functions types
+    (and the devstack host) `trace_parent`/`trace_state`."""
+    trace = getattr(context, "trace_context", None)
+    return telemetry.invocation(
+        invocation_id=context.invocation_id,
+        function_name=context.function_name,
+        trace_context={
+            "traceparent": _first_attribute(trace, "Traceparent", "trace_parent"),
+            "tracestate": _first_attribute(trace, "Tracestate", "trace_state"),
+        },
+    )
+
+
+def _first_attribute(source: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(source, name, None)
+        if value:
+            return value
+    return None
+
+
 @app.function_name("reset_request")
 @app.queue_trigger(arg_name="msg", queue_name="%RESET_REQUESTS_QUEUE%", connection=STORAGE)
-async def reset_request(msg: func.QueueMessage) -> None:
-    services = (await runtime.get()).services
-    await handle_request(msg.get_body(), services, message_id=msg.id or "")
+async def reset_request(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        services = (await runtime.get()).services
+        await handle_request(msg.get_body(), services, message_id=msg.id or "")
 
 
 @app.function_name("reset_request_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%RESET_REQUESTS_QUEUE%-poison", connection=STORAGE)
-async def reset_request_poison(msg: func.QueueMessage) -> None:
-    services = (await runtime.get()).services
-    await handle_request_poison(msg.get_body(), services, message_id=msg.id or "")
+async def reset_request_poison(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        services = (await runtime.get()).services
+        await handle_request_poison(msg.get_body(), services, message_id=msg.id or "")
 
 
 @app.function_name("reset_followup")
 @app.queue_trigger(arg_name="msg", queue_name="%RESET_FOLLOWUPS_QUEUE%", connection=STORAGE)
-async def reset_followup(msg: func.QueueMessage) -> None:
-    services = (await runtime.get()).services
-    await handle_followup(msg.get_body(), services)
+async def reset_followup(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        services = (await runtime.get()).services
+        await handle_followup(msg.get_body(), services)
 
 
 @app.function_name("reset_followup_poison")
 @app.queue_trigger(arg_name="msg", queue_name="%RESET_FOLLOWUPS_QUEUE%-poison", connection=STORAGE)
-async def reset_followup_poison(msg: func.QueueMessage) -> None:
-    services = (await runtime.get()).services
-    await handle_followup_poison(msg.get_body(), services)
+async def reset_followup_poison(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        services = (await runtime.get()).services
+        await handle_followup_poison(msg.get_body(), services)
 
 
 # ---------------------------------------------------------------- HTTP API (SPEC section 7)
@@ -66,31 +99,61 @@ def _response(answer: http_api.HttpAnswer) -> func.HttpResponse:
     return func.HttpResponse(body=answer.body, status_code=answer.status, headers=answer.headers)
 
 
+class _HttpInvocation:
+    def __init__(self, call: http_api.HttpCall, span: telemetry.SpanHandle) -> None:
+        self.call = call
+        self._span = span
+
+    def respond(self, answer: http_api.HttpAnswer) -> func.HttpResponse:
+        self._span.http_status(answer.status)
+        return _response(answer)
+
+
+@contextlib.contextmanager
+def _http(req: func.HttpRequest, context: func.Context, route: str) -> Iterator[_HttpInvocation]:
+    """One HTTP invocation: log fields and a server span continuing the caller's `traceparent`."""
+    call = _call(req)
+    with _invocation(context), telemetry.http_request_span(call.method, call.url, route, call.headers) as span:
+        yield _HttpInvocation(call, span)
+
+
+ROUTE_RESETS = "resets"
+ROUTE_STATUS = "resets/{requestId}"
+ROUTE_PASSCODE = "resets/{requestId}/passcode"
+ROUTE_OPENAPI = "openapi.json"
+ROUTE_HEALTH = "health"
+
+
 @app.function_name("submit_reset")
-@app.route(route="resets", methods=["POST"])
-async def submit_reset(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(await http_api.submit_reset(_call(req), await _api()))
+@app.route(route=ROUTE_RESETS, methods=["POST"])
+async def submit_reset(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_RESETS) as http:
+        return http.respond(await http_api.submit_reset(http.call, await _api()))
 
 
 @app.function_name("get_reset_status")
-@app.route(route="resets/{requestId}", methods=["GET"])
-async def get_reset_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(await http_api.get_reset_status(_call(req), await _api()))
+@app.route(route=ROUTE_STATUS, methods=["GET"])
+async def get_reset_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_STATUS) as http:
+        return http.respond(await http_api.get_reset_status(http.call, await _api()))
 
 
 @app.function_name("reveal_passcode")
-@app.route(route="resets/{requestId}/passcode", methods=["GET"])
-async def reveal_passcode(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(await http_api.reveal_passcode(_call(req), await _api()))
+@app.route(route=ROUTE_PASSCODE, methods=["GET"])
+async def reveal_passcode(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_PASSCODE) as http:
+        return http.respond(await http_api.reveal_passcode(http.call, await _api()))
 
 
 @app.function_name("openapi_document")
-@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(http_api.openapi_answer(_call(req)))
+@app.route(route=ROUTE_OPENAPI, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def openapi_document(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_OPENAPI) as http:
+        return http.respond(http_api.openapi_answer(http.call))
 
 
 @app.function_name("health")
-@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def health(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(await http_api.check_health(_api))
+@app.route(route=ROUTE_HEALTH, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_HEALTH) as http:
+        return http.respond(await http_api.check_health(_api))

@@ -118,6 +118,23 @@ param requestDeadlineSeconds int = 3600
 @description('ALLOW_PASSCODE_REVEAL: enables GET /api/resets/{id}/passcode.')
 param allowPasscodeReveal bool = false
 
+// Intune's Graph budget per app and tenant (SPEC section 8). The app keeps it itself: every instance
+// takes 1/GRAPH_BUDGET_INSTANCES of it, and the template sets that to maximumInstanceCount, the most
+// instances that may run at once (docs/decisions/0007-graph-budget.md). Lower the budgets when other
+// apps of the tenant also call Intune: the tenant-wide limit is 400 POST / 4,000 requests per 20 s.
+@minValue(1)
+@description('GRAPH_POST_BUDGET: Graph POST (action) calls allowed per window, for all instances together.')
+param graphPostBudget int = 200
+
+@minValue(1)
+@description('GRAPH_REQUEST_BUDGET: Graph calls of any kind allowed per window, for all instances together.')
+param graphRequestBudget int = 2000
+
+@minValue(1)
+@maxValue(3600)
+@description('GRAPH_BUDGET_WINDOW_SECONDS: the window of both Graph budgets.')
+param graphBudgetWindowSeconds int = 20
+
 // ---------------------------------------------------------------------------------------------
 // Microsoft Graph (Entra ID) and App Service Authentication
 // ---------------------------------------------------------------------------------------------
@@ -258,6 +275,9 @@ module api 'app/api.bicep' = {
     resetCooldownSeconds: resetCooldownSeconds
     requestDeadlineSeconds: requestDeadlineSeconds
     allowPasscodeReveal: allowPasscodeReveal
+    graphPostBudget: graphPostBudget
+    graphRequestBudget: graphRequestBudget
+    graphBudgetWindowSeconds: graphBudgetWindowSeconds
     authEnabled: authEnabled
     authClientId: createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId
   }

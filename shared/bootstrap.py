@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from shared.events import QueueEventPublisher
 from shared.intune import MsGraphIntuneGateway
 from shared.ledger import TableLedger, utcnow
+from shared.ratelimit import BudgetLimits, GraphBudget
 from shared.settings import POISON_SUFFIX, Settings, load_settings
 from shared.storage import QueueWorkScheduler, StorageClients
 from shared.workflow import Policy, Services
@@ -39,13 +40,27 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
+def graph_budget(settings: Settings) -> GraphBudget:
+    """This process's share of Intune's Graph budget (docs/decisions/0007-graph-budget.md)."""
+    limits = BudgetLimits(
+        actions=settings.graph_post_budget,
+        requests=settings.graph_request_budget,
+        window_seconds=settings.graph_budget_window_seconds,
+    )
+    return GraphBudget(limits.share(settings.graph_budget_instances))
+
+
 def build_gateway(settings: Settings) -> MsGraphIntuneGateway:
+    # httpx logs every call's URL at INFO, and a Graph URL carries the request's identifier
+    # ($filter=serialNumber eq '...'): request values are never logged (README, Operations).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    budget = graph_budget(settings)
     if settings.graph_token:
-        return MsGraphIntuneGateway.with_static_token(settings.graph_base_url, settings.graph_token)
+        return MsGraphIntuneGateway.with_static_token(settings.graph_base_url, settings.graph_token, budget=budget)
     from azure.identity.aio import DefaultAzureCredential
 
     credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
-    return MsGraphIntuneGateway.with_credential(settings.graph_base_url, credential)
+    return MsGraphIntuneGateway.with_credential(settings.graph_base_url, credential, budget=budget)
 
 
 async def build_runtime(env: Mapping[str, str]) -> Runtime:

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -23,6 +24,9 @@ GUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0
 # Printable text without control characters: identifiers and audit fields end up in OData
 # filters, logs and tickets, where control characters only ever cause harm.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# The same, with at least one character that is not white space (`\S` alone would admit one
+# control character).
+_SERIAL_NUMBER = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 
 RequestId = Annotated[str, Field(pattern=REQUEST_ID_PATTERN, description="Idempotency key")]
 Guid = Annotated[str, Field(pattern=GUID_PATTERN)]
@@ -78,7 +82,7 @@ class DeviceRef(BaseModel):
     intuneDeviceId: Guid | None = None
     azureAdDeviceId: Guid | None = None
     serialNumber: (
-        Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")] | None
+        Annotated[str, Field(min_length=1, max_length=128, pattern=_SERIAL_NUMBER)] | None
     ) = None
     imei: Annotated[str, Field(pattern=r"^[0-9]{14,16}$")] | None = None
 
@@ -129,6 +133,14 @@ class ResetRequest(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
 
+    def to_message(self, trace_context: Mapping[str, str] | None = None) -> str:
+        """The queue message for this request: its JSON plus the W3C trace context members
+        (docs/decisions/0009-trace-context.md). The model ignores them when reading, so they never
+        reach the payload hash or the ledger."""
+        document = self.model_dump(mode="json", exclude_none=True)
+        document.update(trace_members(trace_context or {}))
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
 
 @dataclass(frozen=True)
 class InvalidRequest:
@@ -140,25 +152,42 @@ class InvalidRequest:
 
 def parse_request_message(body: bytes | str, *, require_request_id: bool = True) -> ResetRequest | InvalidRequest:
     """Decode a queue message or HTTP body (plain or base64 JSON) into a ResetRequest."""
+    return read_request_message(body, require_request_id=require_request_id).request
+
+
+@dataclass(frozen=True)
+class RequestMessage:
+    """A request message as read: the request (or why it is invalid) and the W3C trace context
+    members it carried (`traceparent`, `tracestate`; empty when absent or malformed)."""
+
+    request: ResetRequest | InvalidRequest
+    trace_context: dict[str, str]
+
+
+def read_request_message(body: bytes | str, *, require_request_id: bool = True) -> RequestMessage:
+    """`parse_request_message` that also returns the message's trace context members."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     if len(raw) > MAX_MESSAGE_BYTES:
-        return InvalidRequest(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        return RequestMessage(InvalidRequest(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}"), {})
     if not raw.strip():
-        return InvalidRequest("message is empty")
+        return RequestMessage(InvalidRequest("message is empty"), {})
     text = _decode_text(raw)
     if text is None:
-        return InvalidRequest("message is neither UTF-8 JSON nor base64-encoded UTF-8 JSON")
+        return RequestMessage(InvalidRequest("message is neither UTF-8 JSON nor base64-encoded UTF-8 JSON"), {})
     try:
         document = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except _DuplicateKey as exc:
-        return InvalidRequest(f"duplicate JSON member {str(exc)!r}")
+        return RequestMessage(InvalidRequest(f"duplicate JSON member {str(exc)!r}"), {})
     except RecursionError:
-        return InvalidRequest("message is nested too deeply")
+        return RequestMessage(InvalidRequest("message is nested too deeply"), {})
     except ValueError as exc:
         if text.lstrip().startswith(("{", "[")):
-            return InvalidRequest(f"message is not valid JSON ({getattr(exc, 'msg', 'syntax error')})")
-        return InvalidRequest("message is neither JSON nor base64-encoded JSON")
-    return validate_request(document, require_request_id=require_request_id)
+            return RequestMessage(
+                InvalidRequest(f"message is not valid JSON ({getattr(exc, 'msg', 'syntax error')})"), {}
+            )
+        return RequestMessage(InvalidRequest("message is neither JSON nor base64-encoded JSON"), {})
+    context = trace_members(document) if isinstance(document, dict) else {}
+    return RequestMessage(validate_request(document, require_request_id=require_request_id), context)
 
 
 def validate_request(document: Any, *, require_request_id: bool = True) -> ResetRequest | InvalidRequest:
@@ -219,6 +248,39 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _DuplicateKey(key[:64])
         result[key] = value
     return result
+
+
+# ---------------------------------------------------------------- W3C trace context (decision 0009)
+
+# Version 00 of https://www.w3.org/TR/trace-context/#traceparent-header (all-zero ids are invalid too).
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+_INVALID_IDS = frozenset({"0" * 32, "0" * 16})
+TRACESTATE_MAX_LENGTH = 512
+_TRACESTATE = re.compile(r"^[\x20-\x7e]*$")
+
+
+def trace_members(document: Mapping[str, Any]) -> dict[str, str]:
+    """The valid `traceparent` and `tracestate` members of a message, an event or a header map.
+
+    A malformed `traceparent` is dropped (the receiver starts a new trace); `tracestate` only
+    travels with a valid `traceparent`, as W3C trace context requires."""
+    traceparent = document.get("traceparent")
+    if not isinstance(traceparent, str):
+        return {}
+    traceparent = traceparent.strip().lower()
+    trace_and_parent_ids = {traceparent[3:35], traceparent[36:52]}
+    if not re.fullmatch(TRACEPARENT_PATTERN, traceparent) or trace_and_parent_ids & _INVALID_IDS:
+        return {}
+    members = {"traceparent": traceparent}
+    tracestate = document.get("tracestate")
+    if (
+        isinstance(tracestate, str)
+        and tracestate.strip()
+        and len(tracestate) <= TRACESTATE_MAX_LENGTH
+        and _TRACESTATE.fullmatch(tracestate)
+    ):
+        members["tracestate"] = tracestate.strip()
+    return members
 
 
 def _safe_request_id(document: dict[str, Any]) -> str | None:
@@ -288,3 +350,12 @@ class OutcomeEvent(BaseModel):
     time: str
     datacontenttype: Literal["application/json"] = "application/json"
     data: OutcomeData
+    # CloudEvents distributed tracing extension: the trace of the request that produced the event.
+    traceparent: Annotated[str, Field(pattern=TRACEPARENT_PATTERN)] | None = Field(
+        default=None,
+        description="W3C traceparent of the operation that published this event (CloudEvents "
+        "distributed tracing extension)",
+    )
+    tracestate: Annotated[str, Field(max_length=TRACESTATE_MAX_LENGTH)] | None = Field(
+        default=None, description="W3C tracestate accompanying traceparent (distributed tracing extension)"
+    )

@@ -22,6 +22,11 @@ class GraphTransientError(GraphError):
     """
 
 
+class GraphBudgetExhausted(GraphTransientError):
+    """The app's own Graph budget (shared/ratelimit.py) refused the call: nothing was sent, so it is
+    no attempt at an action. Status 429 is what Intune would have answered."""
+
+
 class GraphPermanentError(GraphError):
     """Graph refused the call for good (400, 401, 403, 404, ...); retrying will not help."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,7 +44,10 @@ def build_event(
     action: str | None = None,
     scope: str | None = None,
     attempt: int = 0,
+    trace_context: Mapping[str, str] | None = None,
 ) -> OutcomeEvent:
+    """The outcome event; `trace_context` (traceparent, tracestate) becomes the CloudEvents
+    distributed tracing extension attributes."""
     data = OutcomeData(
         requestId=request_id,
         correlationId=request.correlationId if request else None,
@@ -63,11 +67,15 @@ def build_event(
         subject=request_id,
         time=iso(now),
         data=data,
+        traceparent=(trace_context or {}).get("traceparent"),
+        tracestate=(trace_context or {}).get("tracestate"),
     )
 
 
 def event_json(event: OutcomeEvent) -> str:
-    return event.model_dump_json()
+    # Extension attributes are left out rather than null when there is no trace context.
+    absent = {name for name in ("traceparent", "tracestate") if getattr(event, name) is None}
+    return event.model_dump_json(exclude=absent)
 
 
 class EventPublisher(Protocol):

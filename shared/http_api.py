@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from azure.core.exceptions import AzureError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared import logs, telemetry
 from shared.auth import Caller, Denied, Role, authorize
 from shared.contract import (
     MAX_MESSAGE_BYTES,
@@ -281,6 +282,7 @@ async def submit_reset(call: HttpCall, services: ApiServices) -> HttpAnswer:
         # side computes the same payload hash and finds this record.
         request = request.model_copy(update={"requestId": f"http-{uuid.uuid4()}"})
     request_id = str(request.requestId)
+    logs.bind(requestId=request_id, correlationId=request.correlationId)
     links = _Links.of(call, request_id, until, route_segments=1)
     try:
         return await _submit(request, request_id, links, caller, services)
@@ -315,7 +317,8 @@ async def _submit(
     if record.state == QUEUED:
         # A first POST may have died between the ledger write and the enqueue: the ledger makes
         # a duplicate message harmless, a missing one would leave the request queued forever.
-        await services.requests_queue.send_message(request.to_json())
+        # With the trace context of this HTTP request: one request, one trace (decision 0009).
+        await services.requests_queue.send_message(request.to_message(telemetry.current_trace_context()))
     log.info(
         "reset request accepted over HTTP" if created else "repeated HTTP request",
         extra={**fields, "event": "http_accepted" if created else "http_repeat", "state": record.state},
@@ -334,6 +337,7 @@ async def get_reset_status(call: HttpCall, services: ApiServices) -> HttpAnswer:
     request_id = _route_request_id(call)
     if isinstance(request_id, HttpAnswer):
         return request_id
+    logs.bind(requestId=request_id)
     until = _until(call)
     if isinstance(until, HttpAnswer):
         return until

@@ -5,6 +5,11 @@ error mapping) because the v1.0 models lack `deviceType` and silently turn the A
 enrollment types into None. Actions go through the typed v1.0 request builders. The SDK's own
 retry handler is switched off for every call: a retried action POST after a 504 could reset a
 device twice, and throttled work is deferred on the queue instead of holding a worker.
+
+Every call takes a slot of the process's `GraphBudget` (shared/ratelimit.py) in the HTTP
+transport (shared/budget_transport.py), and a 429 pauses the whole budget. msgraph-sdk, kiota-http
+and httpx are imported when the first gateway is built, not with this module: an instance that
+never calls Graph (the HTTP API's status routes) does not pay for them at start-up.
 """
 
 from __future__ import annotations
@@ -12,13 +17,12 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
-import httpx
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
@@ -26,14 +30,13 @@ from kiota_abstractions.authentication import (
     AuthenticationProvider,
     BaseBearerTokenAuthenticationProvider,
 )
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from kiota_abstractions.method import Method
-from kiota_abstractions.request_information import RequestInformation
-from kiota_http.middleware.options import RetryHandlerOption
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from shared.errors import ActionOutcomeUnknown, GraphError, GraphPermanentError, GraphTransientError
 from shared.platforms import Action, DeviceTraits
+from shared.ratelimit import GraphBudget
+
+if TYPE_CHECKING:
+    import httpx
 
 DEVICE_FIELDS = (
     "id",
@@ -146,28 +149,47 @@ class StaticTokenProvider(AccessTokenProvider):
 
 
 class MsGraphIntuneGateway:
-    def __init__(self, base_url: str, auth_provider: AuthenticationProvider, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        auth_provider: AuthenticationProvider,
+        *,
+        timeout_s: float = 30.0,
+        budget: GraphBudget | None = None,
+    ) -> None:
+        import httpx
+        from kiota_http.middleware.options import RetryHandlerOption
         from msgraph import GraphServiceClient
         from msgraph.graph_request_adapter import GraphRequestAdapter
         from msgraph_core import GraphClientFactory
 
+        from shared.budget_transport import BudgetTransport
+        from shared.graph_transport import GraphDependencyTransport
+
         self._base = base_url.rstrip("/")
+        self.budget = budget or GraphBudget()
         http_client = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))),
+            client=httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+                # The budget's slot first, then each Graph call on the wire a dependency span.
+                transport=BudgetTransport(self.budget, GraphDependencyTransport()),
+            ),
             options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)},
         )
-        self._http = http_client
+        self._http: httpx.AsyncClient = http_client
         self._adapter = GraphRequestAdapter(auth_provider, client=http_client)
         self._adapter.base_url = f"{self._base}/v1.0"
         self._client = GraphServiceClient(request_adapter=self._adapter)
 
     @classmethod
-    def with_static_token(cls, base_url: str, token: str) -> MsGraphIntuneGateway:
+    def with_static_token(cls, base_url: str, token: str, *, budget: GraphBudget | None = None) -> MsGraphIntuneGateway:
         host = urlsplit(base_url).hostname or ""
-        return cls(base_url, BaseBearerTokenAuthenticationProvider(StaticTokenProvider(token, host)))
+        return cls(base_url, BaseBearerTokenAuthenticationProvider(StaticTokenProvider(token, host)), budget=budget)
 
     @classmethod
-    def with_credential(cls, base_url: str, credential: Any) -> MsGraphIntuneGateway:
+    def with_credential(
+        cls, base_url: str, credential: Any, *, budget: GraphBudget | None = None
+    ) -> MsGraphIntuneGateway:
         from kiota_authentication_azure.azure_identity_authentication_provider import (
             AzureIdentityAuthenticationProvider,
         )
@@ -176,7 +198,7 @@ class MsGraphIntuneGateway:
         provider = AzureIdentityAuthenticationProvider(
             credential, scopes=[f"{base_url.rstrip('/')}/.default"], allowed_hosts=[host]
         )
-        return cls(base_url, provider)
+        return cls(base_url, provider, budget=budget)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -184,6 +206,8 @@ class MsGraphIntuneGateway:
     # ----------------------------------------------------------------- reads (beta, raw JSON)
 
     async def get_device(self, device_id: str) -> IntuneDevice | None:
+        """The device, or None when Graph has no such id. Starts a reset: see `check_action_room`."""
+        self.budget.check_action_room()
         url = (
             f"{self._base}/beta/deviceManagement/managedDevices/{quote(device_id, safe='')}"
             f"?$select={','.join(DEVICE_FIELDS)}"
@@ -198,6 +222,7 @@ class MsGraphIntuneGateway:
 
     async def find_devices(self, kind: str, value: str) -> list[IntuneDevice]:
         """Devices whose `kind` identifier equals `value`, verified client-side."""
+        self.budget.check_action_room()
         prop = FILTER_PROPERTY[kind]
         literal = value.replace("'", "''")  # OData string literal: a quote is doubled
         expression = f"{prop} eq '{literal}'"
@@ -225,6 +250,7 @@ class MsGraphIntuneGateway:
 
     async def action_results(self, device_id: str) -> list[ActionResult]:
         """The device's deviceActionResults (only a single-device GET returns them)."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.device_management.managed_devices.item.managed_device_item_request_builder import (
             ManagedDeviceItemRequestBuilder,
         )
@@ -236,7 +262,7 @@ class MsGraphIntuneGateway:
                 select=["deviceActionResults"]
             )
         )
-        device = await self._call(builder.get(request_configuration=config), is_action=False)
+        device = await self._call(lambda: builder.get(request_configuration=config), is_action=False)
         results = []
         for item in (device.device_action_results if device else None) or []:
             state = item.action_state.value if item.action_state is not None else "none"
@@ -257,17 +283,23 @@ class MsGraphIntuneGateway:
     async def perform(self, device_id: str, action: Action) -> None:
         builder = self._client.device_management.managed_devices.by_managed_device_id(device_id)
         if action.graph_name == "remoteLock":
-            await self._call(builder.remote_lock.post(), is_action=True)
+            await self._call(builder.remote_lock.post, is_action=True)
         else:
-            await self._call(builder.reset_passcode.post(), is_action=True)
+            await self._call(builder.reset_passcode.post, is_action=True)
 
     # ----------------------------------------------------------------- plumbing
 
     async def _get_json(self, url: str) -> dict[str, Any]:
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
         info = RequestInformation(Method.GET)
         info.url = url
         info.headers.try_add("Accept", "application/json")
-        raw = await self._call(self._adapter.send_primitive_async(info, "bytes", {"XXX": ODataError}), is_action=False)
+        raw = await self._call(
+            lambda: self._adapter.send_primitive_async(info, "bytes", {"XXX": ODataError}), is_action=False
+        )
         if not raw:
             return {}
         try:
@@ -278,9 +310,13 @@ class MsGraphIntuneGateway:
             raise GraphTransientError("Graph answered with unexpected JSON")
         return doc
 
-    async def _call(self, awaitable: Any, *, is_action: bool) -> Any:
+    async def _call(self, send: Callable[[], Awaitable[Any]], *, is_action: bool) -> Any:
+        """One Graph call mapped to the error taxonomy. The transport takes the budget's slot
+        (GraphBudgetExhausted, a transient error, when there is none within the wait bound)."""
+        import httpx
+
         try:
-            return await awaitable
+            return await send()
         except APIError as exc:
             raise _map_api_error(exc, is_action=is_action) from None
         except httpx.ConnectError as exc:  # nothing was sent: safe to retry even for an action
@@ -298,6 +334,8 @@ class TooManyCandidates(GraphPermanentError):
 
 
 def _map_api_error(exc: APIError, *, is_action: bool) -> GraphError:
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
     status = exc.response_status_code
     code = None
     request_id = None

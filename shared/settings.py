@@ -37,6 +37,10 @@ class Settings:
     allow_passcode_reveal: bool
     auth_require_roles: bool
     request_deadline_seconds: int
+    graph_post_budget: int
+    graph_request_budget: int
+    graph_budget_window_seconds: int
+    graph_budget_instances: int
 
     @property
     def graph_host(self) -> str:
@@ -88,7 +92,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         allow_passcode_reveal=reader.boolean("ALLOW_PASSCODE_REVEAL", False),
         auth_require_roles=reader.boolean("AUTH_REQUIRE_ROLES", False),
         request_deadline_seconds=reader.integer("REQUEST_DEADLINE_SECONDS", 3600, 60, 7 * 86400),
+        graph_post_budget=reader.integer("GRAPH_POST_BUDGET", 200, 1, 1_000_000, unit="calls"),
+        graph_request_budget=reader.integer("GRAPH_REQUEST_BUDGET", 2000, 1, 10_000_000, unit="calls"),
+        graph_budget_window_seconds=reader.integer("GRAPH_BUDGET_WINDOW_SECONDS", 20, 1, 3600),
+        graph_budget_instances=reader.integer("GRAPH_BUDGET_INSTANCES", 1, 1, 1000, unit="instances"),
     )
+    _check_graph_budget(settings, problems)
     queues = [settings.requests_queue, settings.results_queue, settings.followups_queue]
     if len(set(queues)) != len(queues):
         problems.append(
@@ -97,6 +106,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     return settings
+
+
+def _check_graph_budget(settings: Settings, problems: list[str]) -> None:
+    """Each instance's share must allow at least one call, and actions count as requests too."""
+    if settings.graph_post_budget > settings.graph_request_budget:
+        problems.append("GRAPH_POST_BUDGET: cannot exceed GRAPH_REQUEST_BUDGET (every POST is also a request)")
+    if settings.graph_post_budget < settings.graph_budget_instances:
+        problems.append(
+            f"GRAPH_BUDGET_INSTANCES: {settings.graph_budget_instances} instances cannot share a "
+            f"GRAPH_POST_BUDGET of {settings.graph_post_budget} (each needs at least one action per window)"
+        )
 
 
 def _check_graph_url(url: str, token: str | None, problems: list[str]) -> None:
@@ -150,14 +170,14 @@ class _Reader:
             self._problems.append(f"{name}: {value!r} is not a valid table name (3-63 letters/digits)")
         return value
 
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
+    def integer(self, name: str, default: int, low: int, high: int, *, unit: str = "seconds") -> int:
         raw = self._env.get(name)
         if raw is None or raw.strip() == "":
             return default
         try:
             value = int(raw.strip())
         except ValueError:
-            self._problems.append(f"{name}: {raw!r} is not a whole number of seconds")
+            self._problems.append(f"{name}: {raw!r} is not a whole number of {unit}")
             return default
         if not low <= value <= high:
             self._problems.append(f"{name}: {value} is outside {low}..{high}")

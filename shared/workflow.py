@@ -16,15 +16,22 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from shared import logs, telemetry
 from shared.contract import (
     EventDevice,
     InvalidRequest,
     ReasonCode,
     ResetRequest,
     Status,
-    parse_request_message,
+    read_request_message,
 )
-from shared.errors import ActionOutcomeUnknown, GraphPermanentError, GraphTransientError, StorageConflict
+from shared.errors import (
+    ActionOutcomeUnknown,
+    GraphBudgetExhausted,
+    GraphPermanentError,
+    GraphTransientError,
+    StorageConflict,
+)
 from shared.events import EventPublisher, build_event, derived_event_id, event_json, new_event_id
 from shared.intune import ActionResult, IntuneDevice, IntuneGateway, TooManyCandidates, latest_result
 from shared.ledger import ACTING, PROCESSING, QUEUED, Ledger, LedgerRecord, iso, new_record
@@ -73,12 +80,27 @@ class Services:
 
 
 class _Defer(Exception):
-    """Try this request again later (throttling, transient errors, another delivery at work)."""
+    """Try this request again later (throttling, transient errors, another delivery at work).
 
-    def __init__(self, seconds: float, why: str) -> None:
+    `cause` is a short word for logs and the deferral counter: graph_throttled (Graph answered
+    429), graph_budget (the app's own Graph budget), graph_unavailable (other transient Graph
+    errors), ledger_conflict, concurrent_delivery, action_in_flight, action_unconfirmed."""
+
+    def __init__(self, seconds: float, why: str, cause: str) -> None:
         super().__init__(why)
         self.seconds = seconds
         self.why = why
+        self.cause = cause
+
+    @classmethod
+    def graph(cls, seconds: float, exc: GraphTransientError) -> _Defer:
+        if isinstance(exc, GraphBudgetExhausted):
+            cause = "graph_budget"
+        elif exc.status == 429:
+            cause = "graph_throttled"
+        else:
+            cause = "graph_unavailable"
+        return cls(seconds, str(exc), cause)
 
 
 # ====================================================================== request queue
@@ -86,33 +108,46 @@ class _Defer(Exception):
 
 async def handle_request(body: bytes, services: Services, *, message_id: str) -> None:
     """One message of the request queue; ends in an event, a deferral, or an exception to retry."""
-    parsed = parse_request_message(body)
-    if isinstance(parsed, InvalidRequest):
-        await _publish_invalid(services, parsed, derived_event_id("invalid", message_id))
-        return
-    await _RequestRun(services, parsed).run()
+    message = read_request_message(body)
+    with telemetry.request_span("process reset request", kind="consumer", incoming=message.trace_context) as span:
+        parsed = message.request
+        if isinstance(parsed, InvalidRequest):
+            span.set("requestId", parsed.request_id)
+            await _publish_invalid(services, parsed, derived_event_id("invalid", message_id))
+            return
+        span.set("requestId", parsed.requestId)
+        await _RequestRun(services, parsed).run()
 
 
 async def handle_request_poison(body: bytes, services: Services, *, message_id: str) -> None:
     """A request that failed every delivery: make sure it still ends in exactly one final event."""
-    parsed = parse_request_message(body)
-    if isinstance(parsed, InvalidRequest):
-        await _publish_invalid(services, parsed, derived_event_id("invalid-poison", message_id))
-        return
-    await _RequestRun(services, parsed).settle_poison()
+    message = read_request_message(body)
+    with telemetry.request_span(
+        "settle poisoned reset request", kind="consumer", incoming=message.trace_context
+    ) as span:
+        parsed = message.request
+        if isinstance(parsed, InvalidRequest):
+            span.set("requestId", parsed.request_id)
+            await _publish_invalid(services, parsed, derived_event_id("invalid-poison", message_id))
+            return
+        span.set("requestId", parsed.requestId)
+        await _RequestRun(services, parsed).settle_poison()
 
 
 async def _publish_invalid(services: Services, invalid: InvalidRequest, event_id: str) -> None:
-    event = build_event(
-        event_id=event_id,
-        now=services.clock(),
-        status=Status.REJECTED,
-        request=None,
-        request_id=invalid.request_id,
-        reason=(ReasonCode.INVALID_REQUEST, invalid.message),
-    )
-    await services.publisher.publish(event_json(event))
-    _log_outcome(event.data.model_dump(mode="json"))
+    logs.bind(requestId=invalid.request_id)
+    with telemetry.step("publish"):
+        event = build_event(
+            event_id=event_id,
+            now=services.clock(),
+            status=Status.REJECTED,
+            request=None,
+            request_id=invalid.request_id,
+            reason=(ReasonCode.INVALID_REQUEST, invalid.message),
+            trace_context=telemetry.current_trace_context(),
+        )
+        await services.publisher.publish(event_json(event))
+        _log_outcome(event.data.model_dump(mode="json"))
 
 
 class _RequestRun:
@@ -121,6 +156,7 @@ class _RequestRun:
         self.request = request
         self.request_id = str(request.requestId)
         self.payload_hash = request.payload_hash()
+        logs.bind(requestId=self.request_id, correlationId=request.correlationId)
 
     # ------------------------------------------------------------------ entry points
 
@@ -132,7 +168,7 @@ class _RequestRun:
             await self._advance(record)
         except StorageConflict:
             # Another delivery of this request wrote the record meanwhile: look again shortly.
-            await self._defer(_Defer(2, "ledger record changed concurrently"))
+            await self._defer(_Defer(2, "ledger record changed concurrently", "ledger_conflict"))
         except _Defer as defer:
             await self._defer(defer)
 
@@ -216,7 +252,7 @@ class _RequestRun:
                 await self._process(record)
                 return
             raise RuntimeError(f"ledger record {self.request_id} has unknown state {record.state!r}")
-        raise _Defer(5, "ledger record kept changing")
+        raise _Defer(5, "ledger record kept changing", "ledger_conflict")
 
     async def _process(self, record: LedgerRecord) -> None:
         now = self.s.clock()
@@ -231,18 +267,23 @@ class _RequestRun:
             )
             return
 
-        device = await self._resolve_device(record)
+        with telemetry.step("resolve", deviceIdentifier=self.request.device.kind):
+            device = await self._resolve_device(record)
         if device is None:
             return
-        decision = choose_action(device.traits, allow_remote_lock=self.request.allowRemoteLock)
-        record = replace(
-            record,
-            device_id=device.id,
-            device_json=_device_summary(device, decision).model_dump_json(),
-            platform=decision.platform.value,
-            action=decision.action.value if decision.action else None,
-            scope=decision.scope.value if decision.scope else None,
-        )
+        with telemetry.step("classify") as span:
+            decision = choose_action(device.traits, allow_remote_lock=self.request.allowRemoteLock)
+            record = replace(
+                record,
+                device_id=device.id,
+                device_json=_device_summary(device, decision).model_dump_json(),
+                platform=decision.platform.value,
+                action=decision.action.value if decision.action else None,
+                scope=decision.scope.value if decision.scope else None,
+            )
+            span.set("platform", record.platform)
+            span.set("action", record.action)
+        logs.bind(deviceId=device.id, platform=record.platform, action=record.action)
         if not decision.supported:
             await self.finish(record, Status.UNSUPPORTED, ReasonCode.PLATFORM_UNSUPPORTED, decision.why_not or "")
             return
@@ -254,7 +295,8 @@ class _RequestRun:
                 f"dryRun: {decision.action} ({decision.scope}) would run on this device",
             )
             return
-        await self._act(record, device, decision)
+        with telemetry.step("act", action=record.action, scope=record.scope):
+            await self._act(record, device, decision)
 
     async def _resolve_device(self, record: LedgerRecord) -> IntuneDevice | None:
         ref = self.request.device
@@ -265,7 +307,7 @@ class _RequestRun:
             else:
                 candidates = await self.s.gateway.find_devices(ref.kind, ref.value)
         except GraphTransientError as exc:
-            raise _Defer(self._backoff(record, exc.retry_after), str(exc)) from None
+            raise _Defer.graph(self._backoff(record, exc.retry_after), exc) from None
         except TooManyCandidates as exc:
             await self.finish(record, Status.REJECTED, ReasonCode.AMBIGUOUS_DEVICE, str(exc))
             return None
@@ -290,6 +332,7 @@ class _RequestRun:
         expected = self.request.expectedUserPrincipalName
         if expected is not None and (device.user_principal_name or "").casefold() != expected.casefold():
             record = replace(record, device_id=device.id)
+            logs.bind(deviceId=device.id)
             await self.finish(
                 record,
                 Status.REJECTED,
@@ -332,20 +375,24 @@ class _RequestRun:
                 )
             )
         except StorageConflict:
-            raise _Defer(5, "another delivery of this request is at work") from None
+            raise _Defer(5, "another delivery of this request is at work", "concurrent_delivery") from None
 
         try:
             await self.s.gateway.perform(device.id, decision.action)
         except GraphTransientError as exc:
-            # 429/503/connection refused: Intune did not take the action; try again later.
+            # 429/503/connection refused: Intune did not take the action; try again later. A call
+            # the app's own Graph budget held back was never sent: it is no attempt.
             delay = self._backoff(record, exc.retry_after)
-            await self._write_quietly(record.moved_to(PROCESSING, self.s.clock(), f"action call: {exc}"))
-            raise _Defer(delay, str(exc)) from None
+            attempt = record.attempt - 1 if isinstance(exc, GraphBudgetExhausted) else record.attempt
+            await self._write_quietly(
+                record.moved_to(PROCESSING, self.s.clock(), f"action call: {exc}", attempt=attempt)
+            )
+            raise _Defer.graph(delay, exc) from None
         except ActionOutcomeUnknown as exc:
             log.warning("action call result unknown, reconciling", extra=self._log_fields(record, note=str(exc)))
             found = await self._find_our_action_or_defer(record)
             if found is None:
-                raise _Defer(10, f"{exc}; not visible on the device yet") from None
+                raise _Defer(10, f"{exc}; not visible on the device yet", "action_unconfirmed") from None
         except GraphPermanentError as exc:
             await self._release_claim(record)
             code = ReasonCode.ACTION_NOT_SUPPORTED if exc.status == 400 else ReasonCode.GRAPH_REJECTED
@@ -364,7 +411,8 @@ class _RequestRun:
         started = record.action_started_at or record.updated_at
         age = (self.s.clock() - started).total_seconds()
         if age < self.s.policy.action_lease_seconds:
-            raise _Defer(self.s.policy.action_lease_seconds - age + 1, "an action call may still be in flight")
+            wait = self.s.policy.action_lease_seconds - age + 1
+            raise _Defer(wait, "an action call may still be in flight", "action_in_flight")
         return await self._write(
             record.moved_to(PROCESSING, self.s.clock(), "the previous action call never reached the device")
         )
@@ -373,7 +421,7 @@ class _RequestRun:
         try:
             return await self._find_our_action(record)
         except GraphTransientError as exc:
-            raise _Defer(self._backoff(record, exc.retry_after), str(exc)) from None
+            raise _Defer.graph(self._backoff(record, exc.retry_after), exc) from None
 
     async def _find_our_action(self, record: LedgerRecord) -> ActionResult | None:
         if record.device_id is None or record.action is None or record.action_started_at is None:
@@ -385,6 +433,10 @@ class _RequestRun:
     # ------------------------------------------------------------------ writing outcomes
 
     async def _record_submitted(self, record: LedgerRecord) -> None:
+        with telemetry.step("publish", status=Status.SUBMITTED.value):
+            await self._record_submitted_event(record)
+
+    async def _record_submitted_event(self, record: LedgerRecord) -> None:
         now = self.s.clock()
         event = self._event(record, Status.SUBMITTED, None, new_event_id(), now)
         target = record.moved_to(Status.SUBMITTED.value, now, submitted_at=now, last_event_json=event)
@@ -404,6 +456,10 @@ class _RequestRun:
         self, record: LedgerRecord, status: Status, code: ReasonCode | None = None, message: str = ""
     ) -> None:
         """Record the final outcome, then publish it; a lost race republishes the winner's."""
+        with telemetry.step("publish", status=status.value, reasonCode=code.value if code else None):
+            await self._finish(record, status, code, message)
+
+    async def _finish(self, record: LedgerRecord, status: Status, code: ReasonCode | None, message: str) -> None:
         now = self.s.clock()
         reason = (code, message) if code is not None else None
         note = f"{code}: {message}" if code is not None else None
@@ -419,11 +475,13 @@ class _RequestRun:
         _log_outcome(json.loads(event)["data"])
 
     async def republish(self, record: LedgerRecord) -> None:
-        if record.last_event_json:
-            await self.s.publisher.publish(record.last_event_json)
-            log.info("republished recorded outcome", extra=self._log_fields(record))
-        if record.state == Status.SUBMITTED and not record.final:
-            await self._schedule_followup(self.s.policy.confirm_first_check_seconds, check=1)
+        """The recorded event again, unchanged (same id, and the traceparent of its first publication)."""
+        with telemetry.step("publish", status=record.state, republished=True):
+            if record.last_event_json:
+                await self.s.publisher.publish(record.last_event_json)
+                log.info("republished recorded outcome", extra=self._log_fields(record))
+            if record.state == Status.SUBMITTED and not record.final:
+                await self._schedule_followup(self.s.policy.confirm_first_check_seconds, check=1)
 
     def _event(
         self,
@@ -447,6 +505,7 @@ class _RequestRun:
             action=record.action if status != Status.UNSUPPORTED else None,
             scope=record.scope if status != Status.UNSUPPORTED else None,
             attempt=record.attempt,
+            trace_context=telemetry.current_trace_context(),
         )
         return event_json(event)
 
@@ -463,19 +522,21 @@ class _RequestRun:
             except StorageConflict:
                 record = await self._reload()
         if record.payload_hash != self.payload_hash:
-            event = build_event(
-                event_id=derived_event_id("conflict", self.request_id, self.payload_hash),
-                now=self.s.clock(),
-                status=Status.REJECTED,
-                request=self.request,
-                request_id=self.request_id,
-                reason=(
-                    ReasonCode.REQUEST_CONFLICT,
-                    "this requestId was already used for a different request; use a new requestId",
-                ),
-            )
-            await self.s.publisher.publish(event_json(event))
-            _log_outcome(event.data.model_dump(mode="json"))
+            with telemetry.step("publish", status=Status.REJECTED.value, reasonCode=ReasonCode.REQUEST_CONFLICT.value):
+                event = build_event(
+                    event_id=derived_event_id("conflict", self.request_id, self.payload_hash),
+                    now=self.s.clock(),
+                    status=Status.REJECTED,
+                    request=self.request,
+                    request_id=self.request_id,
+                    reason=(
+                        ReasonCode.REQUEST_CONFLICT,
+                        "this requestId was already used for a different request; use a new requestId",
+                    ),
+                    trace_context=telemetry.current_trace_context(),
+                )
+                await self.s.publisher.publish(event_json(event))
+                _log_outcome(event.data.model_dump(mode="json"))
             return None
         return record
 
@@ -511,19 +572,22 @@ class _RequestRun:
         if record is not None and not record.final:
             await self._write_quietly(replace(record, deferrals=record.deferrals + 1))
         delay = max(1, round(defer.seconds))
-        await self.s.scheduler.requeue_request(self.request.model_dump_json(), delay)
+        # The copy carries the trace context, so the next attempt continues this trace (decision 0009).
+        await self.s.scheduler.requeue_request(self.request.to_message(telemetry.current_trace_context()), delay)
+        telemetry.count_deferral(defer.cause)
         log.info(
             "request deferred",
             extra={
                 "requestId": self.request_id,
                 "correlationId": self.request.correlationId,
                 "delaySeconds": delay,
+                "cause": defer.cause,
                 "note": defer.why[:200],
             },
         )
 
     async def _schedule_followup(self, delay: int, *, check: int) -> None:
-        body = json.dumps({"requestId": self.request_id, "check": check})
+        body = json.dumps({"requestId": self.request_id, "check": check, **telemetry.current_trace_context()})
         await self.s.scheduler.schedule_followup(body, delay)
 
     def _log_fields(self, record: LedgerRecord, **extra: Any) -> dict[str, Any]:
@@ -550,8 +614,10 @@ def _device_summary(device: IntuneDevice, decision: Decision) -> EventDevice:
 
 
 def _log_outcome(data: dict[str, Any]) -> None:
+    """The outcome log record (customDimensions event=outcome, docs/operations.md) and counter."""
     reason = data.get("reason") or {}
     device = data.get("device") or {}
+    telemetry.count_outcome(data.get("status"), device.get("platform"), reason.get("code"))
     log.info(
         "outcome %s",
         data.get("status"),
@@ -574,37 +640,54 @@ def _log_outcome(data: dict[str, Any]) -> None:
 
 async def handle_followup(body: bytes, services: Services) -> None:
     """A delayed confirmation check of a submitted action (SPEC section 6, `submitted` -> final)."""
+    message = _json_object(body)
+    with telemetry.request_span("confirm reset action", kind="consumer", incoming=message) as span:
+        try:
+            request_id = str(message["requestId"])
+            check = int(message.get("check", 1))
+        except (ValueError, KeyError, TypeError):
+            log.error("follow-up message is not readable; dropped", extra={"event": "followup_invalid"})
+            return
+        span.set("requestId", request_id)
+        record = await services.ledger.get(request_id)
+        if record is None:
+            log.error("follow-up for an unknown request", extra={"requestId": request_id})
+            return
+        run = _RequestRun(services, ResetRequest.model_validate_json(record.request_json))
+        logs.bind(deviceId=record.device_id, platform=record.platform, action=record.action)
+        with telemetry.step("confirm", check=check):
+            await run.confirm(record, check)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A follow-up message as a JSON object ({} when it is not one)."""
     try:
-        message = json.loads(body)
-        request_id = str(message["requestId"])
-        check = int(message.get("check", 1))
-    except (ValueError, KeyError, TypeError):
-        log.error("follow-up message is not readable; dropped", extra={"event": "followup_invalid"})
-        return
-    record = await services.ledger.get(request_id)
-    if record is None:
-        log.error("follow-up for an unknown request", extra={"requestId": request_id})
-        return
-    run = _RequestRun(services, ResetRequest.model_validate_json(record.request_json))
-    await run.confirm(record, check)
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 async def handle_followup_poison(body: bytes, services: Services) -> None:
-    try:
-        request_id = str(json.loads(body)["requestId"])
-    except (ValueError, KeyError, TypeError):
-        log.error("poisoned follow-up message is not readable", extra={"event": "followup_invalid"})
-        return
-    record = await services.ledger.get(request_id)
-    if record is None:
-        return
-    run = _RequestRun(services, ResetRequest.model_validate_json(record.request_json))
-    if record.final:
-        await run.republish(record)
-        return
-    await run.finish(
-        record,
-        Status.FAILED,
-        ReasonCode.RETRIES_EXHAUSTED,
-        "the action was submitted but confirming it failed on every delivery",
-    )
+    message = _json_object(body)
+    with telemetry.request_span("settle poisoned follow-up", kind="consumer", incoming=message) as span:
+        try:
+            request_id = str(message["requestId"])
+        except (ValueError, KeyError, TypeError):
+            log.error("poisoned follow-up message is not readable", extra={"event": "followup_invalid"})
+            return
+        span.set("requestId", request_id)
+        record = await services.ledger.get(request_id)
+        if record is None:
+            return
+        run = _RequestRun(services, ResetRequest.model_validate_json(record.request_json))
+        logs.bind(deviceId=record.device_id, platform=record.platform, action=record.action)
+        if record.final:
+            await run.republish(record)
+            return
+        await run.finish(
+            record,
+            Status.FAILED,
+            ReasonCode.RETRIES_EXHAUSTED,
+            "the action was submitted but confirming it failed on every delivery",
+        )

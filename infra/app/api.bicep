@@ -37,6 +37,9 @@ param confirmTimeoutSeconds int
 param resetCooldownSeconds int
 param requestDeadlineSeconds int
 param allowPasscodeReveal bool
+param graphPostBudget int
+param graphRequestBudget int
+param graphBudgetWindowSeconds int
 
 @description('Turn on App Service Authentication (Entra ID) for the HTTP API.')
 param authEnabled bool = false
@@ -128,6 +131,24 @@ var appSettings = [
   {
     name: 'ALLOW_PASSCODE_REVEAL'
     value: allowPasscodeReveal ? 'true' : 'false'
+  }
+  // Intune's Graph budget, split evenly over the instances that may run at once (every instance
+  // keeps its share itself; docs/decisions/0007-graph-budget.md).
+  {
+    name: 'GRAPH_POST_BUDGET'
+    value: string(graphPostBudget)
+  }
+  {
+    name: 'GRAPH_REQUEST_BUDGET'
+    value: string(graphRequestBudget)
+  }
+  {
+    name: 'GRAPH_BUDGET_WINDOW_SECONDS'
+    value: string(graphBudgetWindowSeconds)
+  }
+  {
+    name: 'GRAPH_BUDGET_INSTANCES'
+    value: string(maximumInstanceCount)
   }
   // Trust X-MS-CLIENT-PRINCIPAL and require the PasscodeReset.* roles only behind Easy Auth.
   {

@@ -32,6 +32,12 @@ SPEC_AUTH_SETTINGS: dict[str, str | None] = {
 # Read by shared/settings.py but not (yet) in the SPEC table.
 CODE_ONLY_SETTINGS: dict[str, str | None] = {
     "REQUEST_DEADLINE_SECONDS": "3600",
+    "GRAPH_POST_BUDGET": "200",
+    "GRAPH_REQUEST_BUDGET": "2000",
+    "GRAPH_BUDGET_WINDOW_SECONDS": "20",
+    # The code's default is 1 (one local process); the template sets maximumInstanceCount instead,
+    # so no single deployed default is checked here.
+    "GRAPH_BUDGET_INSTANCES": None,
 }
 
 # Local simulator only: the app refuses it unless GRAPH_BASE_URL is a loopback http URL.

@@ -1,0 +1,1 @@
+"""Benchmarks on the local stack: `python -m bench.throughput`, `python -m bench.coldstart`."""
