@@ -108,30 +108,27 @@ class _Defer(Exception):
 
 async def handle_request(body: bytes, services: Services, *, message_id: str) -> None:
     """One message of the request queue; ends in an event, a deferral, or an exception to retry."""
-    message = read_request_message(body)
-    with telemetry.request_span("process reset request", kind="consumer", incoming=message.trace_context) as span:
-        parsed = message.request
-        if isinstance(parsed, InvalidRequest):
-            span.set("requestId", parsed.request_id)
-            await _publish_invalid(services, parsed, derived_event_id("invalid", message_id))
-            return
-        span.set("requestId", parsed.requestId)
-        await _RequestRun(services, parsed).run()
+    await _handle_request_message(body, services, message_id, poisoned=False)
 
 
 async def handle_request_poison(body: bytes, services: Services, *, message_id: str) -> None:
     """A request that failed every delivery: make sure it still ends in exactly one final event."""
+    await _handle_request_message(body, services, message_id, poisoned=True)
+
+
+async def _handle_request_message(body: bytes, services: Services, message_id: str, *, poisoned: bool) -> None:
     message = read_request_message(body)
-    with telemetry.request_span(
-        "settle poisoned reset request", kind="consumer", incoming=message.trace_context
-    ) as span:
+    name = "settle poisoned reset request" if poisoned else "process reset request"
+    with telemetry.request_span(name, kind="consumer", incoming=message.trace_context) as span:
         parsed = message.request
         if isinstance(parsed, InvalidRequest):
             span.set("requestId", parsed.request_id)
-            await _publish_invalid(services, parsed, derived_event_id("invalid-poison", message_id))
+            prefix = "invalid-poison" if poisoned else "invalid"
+            await _publish_invalid(services, parsed, derived_event_id(prefix, message_id))
             return
         span.set("requestId", parsed.requestId)
-        await _RequestRun(services, parsed).settle_poison()
+        run = _RequestRun(services, parsed)
+        await (run.settle_poison() if poisoned else run.run())
 
 
 async def _publish_invalid(services: Services, invalid: InvalidRequest, event_id: str) -> None:

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.plugins.simulator",
     "tests.plugins.stack",
     "tests.plugins.product",
+    "tests.plugins.telemetry",
 ]

@@ -11,22 +11,17 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from devstack.host import JsonFormatter
 from shared import telemetry
 from tests.plugins.product import ProductFactory, ProductStack
 from tests.plugins.stack import TEST_FUNCTION_KEY
+from tests.plugins.telemetry import Captured, hex_id
 
 ADELE = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"  # Android work profile: completes after 2 s, has a passcode
 WINDOWS = "62a9255c-bdb8-47c5-a8af-e9d1387777ee"  # unsupported
@@ -53,48 +48,6 @@ def trace_id(traceparent: str) -> str:
     return traceparent.split("-")[1]
 
 
-def hex_id(value: int, width: int) -> str:
-    return format(value, f"0{width}x")
-
-
-# ====================================================================== in-memory telemetry
-
-
-@dataclass
-class Captured:
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-
-    def spans(self, trace: str | None = None) -> list[ReadableSpan]:
-        spans = list(self.exporter.get_finished_spans())
-        return [s for s in spans if trace is None or hex_id(s.context.trace_id, 32) == trace]
-
-    def counts(self, name: str) -> dict[frozenset[tuple[str, Any]], int]:
-        data = self.reader.get_metrics_data()
-        result: dict[frozenset[tuple[str, Any]], int] = {}
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        for point in metric.data.data_points:
-                            result[frozenset((point.attributes or {}).items())] = int(point.value)  # type: ignore[union-attr]
-        return result
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider(shutdown_on_exit=False)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    telemetry.enable(tracer_provider, meter_provider)
-    try:
-        yield Captured(exporter, reader)
-    finally:
-        telemetry.disable()
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
 
 
 async def test_one_http_request_is_one_trace_from_the_post_to_the_final_event(

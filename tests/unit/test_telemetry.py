@@ -9,17 +9,13 @@ import os
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -40,6 +36,7 @@ from shared.ledger import utcnow
 from shared.settings import SettingsError
 from shared.workflow import handle_followup, handle_request
 from tests.fakes import Harness, device, harness
+from tests.plugins.telemetry import Captured
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"
@@ -289,40 +286,6 @@ async def test_off_the_trace_context_travels_through_deferrals_followups_and_eve
 # ====================================================================== spans and counters (in memory)
 
 
-@dataclass
-class Captured:
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-    def counts(self, name: str) -> dict[frozenset[tuple[str, Any]], int]:
-        data = self.reader.get_metrics_data()
-        result: dict[frozenset[tuple[str, Any]], int] = {}
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == name:
-                        for point in metric.data.data_points:
-                            result[frozenset((point.attributes or {}).items())] = int(point.value)  # type: ignore[union-attr]
-        return result
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider(shutdown_on_exit=False)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    telemetry.enable(tracer_provider, meter_provider)
-    try:
-        yield Captured(exporter, reader)
-    finally:
-        telemetry.disable()
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
 
 
 async def run_to_completion(h: Harness, body: bytes) -> None:
