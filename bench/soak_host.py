@@ -21,11 +21,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import signal
 import sys
 from typing import Any
 
-from devstack.host import DevHost, HostConfigurationError, configure_logging, load_host_options
+from devstack.host import DevHost, HostConfigurationError, configure_logging, load_host_options, serve
 from devstack.settings import load_settings
 
 log = logging.getLogger("devstack.host")
@@ -54,31 +53,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    host = DevHost(
-        args.app,
-        load_settings(None),
-        args.host_json,
-        args.port,
-        shutdown_timeout=args.shutdown_timeout,
-        lease_seconds=args.lease_seconds,
-    )
-    try:
-        await host.start()
-    except (HostConfigurationError, ValueError, OSError) as exc:
-        log.error("host failed to start", extra={"error": str(exc)})
-        await host.stop()
-        return 1
-    print(f"host listening on {host.url} ({len(host.functions)} functions)", flush=True)
-    await stop.wait()
-    await host.stop()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -89,7 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(options.function_log_level)
     if args.action_lease_seconds is not None:
         shorten_action_lease(args.action_lease_seconds)
-    return asyncio.run(serve(args))
+    return asyncio.run(
+        serve(
+            lambda: DevHost(
+                args.app,
+                load_settings(None),
+                args.host_json,
+                args.port,
+                shutdown_timeout=args.shutdown_timeout,
+                lease_seconds=args.lease_seconds,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1283,15 +1283,18 @@ def main(args: argparse.Namespace) -> int:
     # its settings from os.environ, so do the same (an already exported variable wins).
     for name, value in settings.file_values.items():
         os.environ.setdefault(name, value)
-    return asyncio.run(_serve(args, settings))
+    return asyncio.run(
+        serve(lambda: DevHost(args.app, settings, args.host_json, args.port, shutdown_timeout=args.shutdown_timeout))
+    )
 
 
-async def _serve(args: argparse.Namespace, settings: Mapping[str, str]) -> int:
+async def serve(make_host: Callable[[], DevHost]) -> int:
+    """Run a host until SIGINT/SIGTERM; print the ready line the main job and the benches wait for."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    host = DevHost(args.app, settings, args.host_json, args.port, shutdown_timeout=args.shutdown_timeout)
+    host = make_host()
     try:
         await host.start()
     except (HostConfigurationError, ValueError, OSError, AzureError) as exc:
