@@ -20,14 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import sys
 from typing import Any
 
 from devstack.host import DevHost, HostConfigurationError, configure_logging, load_host_options, serve
 from devstack.settings import load_settings
-
-log = logging.getLogger("devstack.host")
 
 
 def shorten_action_lease(seconds: int) -> None:
