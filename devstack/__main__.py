@@ -8,7 +8,7 @@ import sys
 
 # Each command module exposes `configure(parser)` and `main(args) -> int`.
 COMMANDS = {
-    "host": ("devstack.host", "run every function of function_app.py like the Functions host"),
+    "host": ("devstack.host.cli", "run every function of function_app.py like the Functions host"),
     "simulator": ("devstack.simulator", "serve the Intune Graph simulator on loopback"),
     "azurite": ("devstack.azurite", "start Azurite (project-local npm install) on free ports"),
     "run": ("devstack.run", "the main job: Azurite + simulator + host, sample requests, live outcomes"),

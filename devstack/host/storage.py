@@ -1,0 +1,44 @@
+"""Queue clients of the host, per connection string and queue."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+
+class QueueStore:
+    """Async queue clients per (connection string, queue), created queues remembered."""
+
+    def __init__(self) -> None:
+        self._services: dict[str, QueueServiceClient] = {}
+        self._ensured: set[tuple[str, str]] = set()
+
+    def client(self, connection: str, queue: str) -> QueueClient:
+        service = self._services.get(connection)
+        if service is None:
+            service = self._services[connection] = QueueServiceClient.from_connection_string(connection)
+        return service.get_queue_client(queue)
+
+    async def ensure(self, connection: str, queue: str) -> None:
+        if (connection, queue) in self._ensured:
+            return
+        with contextlib.suppress(ResourceExistsError):
+            await self.client(connection, queue).create_queue()
+        self._ensured.add((connection, queue))
+
+    async def send(self, connection: str, queue: str, texts: Iterable[str]) -> None:
+        client = self.client(connection, queue)
+        for text in texts:
+            try:
+                await client.send_message(text)
+            except ResourceNotFoundError:  # output and poison queues are created on first write
+                await self.ensure(connection, queue)
+                await client.send_message(text)
+
+    async def close(self) -> None:
+        for service in self._services.values():
+            await service.close()
+        self._services.clear()
