@@ -85,9 +85,15 @@ class SimulatorControl:
         throttle: dict[str, Any] | None = None,
         seed: int | Unset = UNSET,
         page_size: int | Unset = UNSET,
+        behaviour: dict[str, Any] | None = None,
+        startswith: str | None = None,
+        unknown_enum_members: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
         """Change settings at runtime. `complete_after=None` means actions never complete on
-        their own. `throttle` keys: enabled, postLimit, anyLimit, windowSeconds."""
+        their own. `throttle` keys: enabled, postLimit, anyLimit, windowSeconds, retryAfter.
+        `behaviour` (resultType, actionNameCase, unsupportedAction) is the default for devices
+        without their own; `startswith`: ignore | prefix | contains; `unknown_enum_members`:
+        property -> beta members to treat as newer than `unknownFutureValue`."""
         body: dict[str, Any] = {}
         if not isinstance(complete_after, Unset):
             body["completeAfter"] = complete_after
@@ -99,6 +105,12 @@ class SimulatorControl:
             body["seed"] = seed
         if not isinstance(page_size, Unset):
             body["pageSize"] = page_size
+        if behaviour is not None:
+            body["behaviour"] = behaviour
+        if startswith is not None:
+            body["startswith"] = startswith
+        if unknown_enum_members is not None:
+            body["unknownEnumMembers"] = unknown_enum_members
         result: dict[str, Any] = await self._call("PUT", "/config", body)
         return result
 
@@ -109,8 +121,12 @@ class SimulatorControl:
         post_limit: int | None = None,
         any_limit: int | None = None,
         window_seconds: float | None = None,
+        retry_after: bool | None = None,
     ) -> dict[str, Any]:
+        """`retry_after=False`: the budget's 429s carry no Retry-After header."""
         throttle: dict[str, Any] = {"enabled": enabled}
+        if retry_after is not None:
+            throttle["retryAfter"] = retry_after
         if post_limit is not None:
             throttle["postLimit"] = post_limit
         if any_limit is not None:
@@ -144,8 +160,10 @@ class SimulatorControl:
         latency_ms: float = 0,
         body: str = "graph",
     ) -> dict[str, Any]:
-        """One rule. fault: latency | 429 | 503 | 504 | 504_after_apply | drop | drop_after_apply.
-        `times=None` fires forever; `body` (graph | empty | html) shapes 429/503/504 bodies."""
+        """One rule. fault: latency | 429 | 500 | 502 | 503 | 504 | 500_after_apply |
+        502_after_apply | 504_after_apply | drop | drop_after_apply. `times=None` fires forever;
+        `body` (graph | empty | html) shapes the error bodies; `retry_after` adds Retry-After to
+        429/503 (a 429 without it has none)."""
         rule = {
             "match": {"method": method, "action": action, "deviceId": device_id, "route": route},
             "fault": fault,
@@ -235,6 +253,35 @@ class SimulatorControl:
             body["completeAfter"] = complete_after
         result: dict[str, Any] = await self._call("PUT", f"/devices/{device_id}", body)
         return result
+
+    async def set_behaviour(
+        self,
+        device_id: str,
+        *,
+        result_type: str = "prefixed",
+        action_name_case: str = "camel",
+        unsupported_action: str = "badRequest",
+    ) -> dict[str, Any]:
+        """How Intune presents the device from now on (replaces its behaviour; applies to its
+        existing results too). result_type: prefixed (`#microsoft.graph.x`) | bare
+        (`microsoft.graph.x`) | absent; action_name_case: camel | pascal | lower;
+        unsupported_action: badRequest (400) | notSupportedLater (204, then `notSupported`)."""
+        body = {
+            "resultType": result_type,
+            "actionNameCase": action_name_case,
+            "unsupportedAction": unsupported_action,
+        }
+        result: dict[str, Any] = await self._call("PUT", f"/devices/{device_id}/behaviour", body)
+        return result
+
+    async def behaviour(self, device_id: str) -> dict[str, Any]:
+        """The device's effective behaviour (its own, else the global default)."""
+        result: dict[str, Any] = await self._call("GET", f"/devices/{device_id}/behaviour")
+        return result
+
+    async def clear_behaviour(self, device_id: str) -> None:
+        """The device falls back to the global default behaviour."""
+        await self._call("DELETE", f"/devices/{device_id}/behaviour")
 
     async def complete(self, device_id: str, state: str = "done", action: str | None = None) -> dict[str, Any]:
         """Finish the device's latest action (or `action`) now; returns the action result."""

@@ -11,6 +11,9 @@ from typing import Final
 from . import schema
 
 _EQ_FILTER: Final = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)\s+eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
+_STARTSWITH_FILTER: Final = re.compile(
+    r"^\s*startswith\(\s*([A-Za-z][A-Za-z0-9]*)\s*,\s*'((?:[^']|'')*)'\s*\)\s*$", re.IGNORECASE
+)
 
 
 class ODataError(ValueError):
@@ -51,6 +54,22 @@ def parse_eq_filter(value: str | None) -> tuple[str, str] | None:
     if value is None:
         return None
     match = _EQ_FILTER.match(value)
+    if match is None:
+        return None
+    prop, literal = match.group(1), match.group(2).replace("''", "'")
+    canonical = {p.lower(): p for p in schema.FILTERABLE}.get(prop.lower())
+    if canonical is None:
+        return None
+    return canonical, literal
+
+
+def parse_startswith_filter(value: str | None) -> tuple[str, str] | None:
+    """`(property, literal)` for `startswith(<prop>,'<literal>')` on a filterable property, else None.
+    What the list route then does with it is a setting (`startswith`): Microsoft's documentation
+    does not say whether managedDevices honours startswith on these properties."""
+    if value is None:
+        return None
+    match = _STARTSWITH_FILTER.match(value)
     if match is None:
         return None
     prop, literal = match.group(1), match.group(2).replace("''", "'")

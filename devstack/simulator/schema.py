@@ -235,6 +235,19 @@ V1_ENUMS: Final[dict[str, frozenset[str]]] = {
     ),
 }
 
+# Beta enum members numbered after the enum's `unknownFutureValue` sentinel (Microsoft Graph's
+# evolvable enums): Graph serves them as `unknownFutureValue` unless the request carries
+# `Prefer: include-unknown-enum-members`. Beta's deviceEnrollmentType currently ends with the
+# sentinel, so the member below is hypothetical: it is modelled on the real beta
+# `androidDeviceOwnerEnrollmentTokenType.corporateOwnedDedicatedDeviceWithAzureADSharedMode`
+# (an Android Enterprise mode with no deviceEnrollmentType of its own). Only fleet devices added
+# for this behaviour use it.
+UNKNOWN_ENUM_MEMBERS: Final[dict[str, frozenset[str]]] = {
+    "deviceEnrollmentType": frozenset({"androidEnterpriseDedicatedDeviceWithAzureADSharedMode"}),
+}
+UNKNOWN_FUTURE_VALUE: Final = "unknownFutureValue"
+PREFER_UNKNOWN_ENUM_MEMBERS: Final = "include-unknown-enum-members"
+
 # Values every managedDevice carries unless the fleet says otherwise (what Intune returns for a
 # healthy, managed device). Properties absent here and in the fleet are served as null.
 DEVICE_DEFAULTS: Final[dict[str, Any]] = {
@@ -333,3 +346,20 @@ def downgrade_enum(prop: str, value: Any) -> Any:
     if known is None or not isinstance(value, str) or value in known:
         return value
     return "unknownFutureValue" if "unknownFutureValue" in known else "unknown"
+
+
+def hide_unknown_enum_member(prop: str, value: Any, extra: dict[str, frozenset[str]] | None = None) -> Any:
+    """Beta without `Prefer: include-unknown-enum-members`: a member after the sentinel reads as
+    `unknownFutureValue`."""
+    members = UNKNOWN_ENUM_MEMBERS.get(prop, frozenset()) | (extra or {}).get(prop, frozenset())
+    return UNKNOWN_FUTURE_VALUE if isinstance(value, str) and value in members else value
+
+
+def prefers_unknown_enum_members(prefer_headers: list[str]) -> bool:
+    """Whether any `Prefer` header lists `include-unknown-enum-members` (comma-separated
+    preferences, case-insensitive, parameters after ';' ignored)."""
+    for header in prefer_headers:
+        for preference in header.split(","):
+            if preference.split(";", 1)[0].strip().lower() == PREFER_UNKNOWN_ENUM_MEMBERS:
+                return True
+    return False

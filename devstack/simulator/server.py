@@ -255,7 +255,7 @@ class GraphSimulator:
                 429,
                 "TooManyRequests",
                 self._intune_message(call, request.path, "Too many requests, retry later."),
-                {"Retry-After": str(retry_after)},
+                {"Retry-After": str(retry_after)} if config.throttle.retry_after else None,
             )
 
         latency, rule = self.state.pick_faults(method, route.kind, route.device_id, route.action)
@@ -267,21 +267,32 @@ class GraphSimulator:
             call.entry["fault"] = rule.fault
             if rule.fault == "429":
                 return self._fault_response(call, rule, 429, "TooManyRequests", "Too many requests, retry later.")
-            if rule.fault == "503":
-                return self._fault_response(
-                    call, rule, 503, "ServiceUnavailable", "The service is temporarily unavailable."
-                )
-            if rule.fault == "504":
-                return self._fault_response(call, rule, 504, "GatewayTimeout", "Gateway Timeout")
+            if rule.fault in self._STATUS_FAULTS:
+                return self._status_fault(request, call, rule, rule.fault)
             if rule.fault == "drop":
                 return self._drop(request)
 
         response = self._dispatch(request, call, version, method, route)
-        if rule is not None and rule.fault == "504_after_apply":
-            return self._fault_response(call, rule, 504, "GatewayTimeout", "Gateway Timeout")
-        if rule is not None and rule.fault == "drop_after_apply":
-            return self._drop(request)
+        if rule is not None and rule.applies_action:
+            kind = rule.fault.removesuffix("_after_apply")
+            if kind == "drop":
+                return self._drop(request)
+            return self._status_fault(request, call, rule, kind)
         return response
+
+    # status, Graph error code, message (500: Intune's opaque message; the others Graph gateway's)
+    _STATUS_FAULTS: Final = {
+        "500": (500, "InternalServerError", None),
+        "502": (502, "BadGateway", "Bad Gateway"),
+        "503": (503, "ServiceUnavailable", "The service is temporarily unavailable."),
+        "504": (504, "GatewayTimeout", "Gateway Timeout"),
+    }
+
+    def _status_fault(self, request: web.Request, call: _Call, rule: FaultRule, kind: str) -> web.Response:
+        status, code, message = self._STATUS_FAULTS[kind]
+        if message is None:
+            message = self._intune_message(call, request.path, "An internal server error has occurred")
+        return self._fault_response(call, rule, status, code, message)
 
     def _dispatch(self, request: web.Request, call: _Call, version: str, method: str, route: _Route) -> web.Response:
         if route.kind is None:
@@ -313,11 +324,12 @@ class GraphSimulator:
             )
         if route.kind == "device":
             body = {"@odata.context": self._context(request, version, select, entity=True)}
-            body.update(self._render(device_id, version, select, in_list=False))
-            return self._json(call, 200, body)
+            body.update(self._render(device_id, version, select, in_list=False, unknown=self._unknown(request)))
+            return self._json(call, 200, body, self._preference_applied(request, version))
         assert route.action is not None
         device = self.state.devices[device_id]
-        if not platforms.supports(device, route.action):
+        supported = platforms.supports(device, route.action)
+        if not supported and self.state.behaviour_of(device_id).unsupported_action != "notSupportedLater":
             return self._error(
                 call,
                 400,
@@ -325,7 +337,11 @@ class GraphSimulator:
                 self._intune_message(call, request.path, "An error has occurred"),
             )
         self.state.apply_action(
-            device_id, route.action, request_id=call.request_id, client_request_id=call.client_request_id
+            device_id,
+            route.action,
+            request_id=call.request_id,
+            client_request_id=call.client_request_id,
+            not_supported=not supported,
         )
         return web.Response(status=204, headers=self._headers(call))
 
@@ -341,7 +357,19 @@ class GraphSimulator:
             context += f"({','.join(select)})"
         return context + ("/$entity" if entity else "")
 
-    def _render(self, device_id: str, version: str, select: list[str] | None, *, in_list: bool) -> dict[str, Any]:
+    @staticmethod
+    def _unknown(request: web.Request) -> bool:
+        """`Prefer: include-unknown-enum-members` on the request."""
+        return schema.prefers_unknown_enum_members(request.headers.getall("Prefer", []))
+
+    def _preference_applied(self, request: web.Request, version: str) -> dict[str, str] | None:
+        if version == schema.BETA and self._unknown(request):
+            return {"Preference-Applied": schema.PREFER_UNKNOWN_ENUM_MEMBERS}
+        return None
+
+    def _render(
+        self, device_id: str, version: str, select: list[str] | None, *, in_list: bool, unknown: bool = False
+    ) -> dict[str, Any]:
         device = {**schema.DEVICE_DEFAULTS, **self.state.devices[device_id]}
         navigation = schema.V1_NAVIGATION if version == schema.V1 else schema.BETA_NAVIGATION
         body: dict[str, Any] = {}
@@ -355,7 +383,12 @@ class GraphSimulator:
                 body[prop] = [] if in_list else self.state.action_results(device_id)
                 continue
             value = device.get(prop)
-            body[prop] = schema.downgrade_enum(prop, value) if version == schema.V1 else value
+            if version == schema.V1:
+                body[prop] = schema.downgrade_enum(prop, value)
+            elif not unknown:
+                body[prop] = schema.hide_unknown_enum_member(prop, value, self.state.config.unknown_enum_members)
+            else:
+                body[prop] = value
         return body
 
     def _list(
@@ -365,11 +398,22 @@ class GraphSimulator:
         skiptoken = odata.query_option(query, "skiptoken")
         offset = odata.decode_skiptoken(skiptoken) if skiptoken is not None else 0
         ids = list(self.state.devices)
-        condition = odata.parse_eq_filter(odata.query_option(query, "filter"))
+        filter_text = odata.query_option(query, "filter")
+        condition = odata.parse_eq_filter(filter_text)
         if condition is not None:
             prop, literal = condition
             wanted = literal.lower()
             ids = [i for i in ids if str(self.state.devices[i].get(prop) or "").lower() == wanted]
+        prefix = odata.parse_startswith_filter(filter_text)
+        mode = self.state.config.startswith
+        if prefix is not None and mode != "ignore":
+            prop, literal = prefix
+            wanted = literal.lower()
+
+            def hit(value: str) -> bool:
+                return value.startswith(wanted) if mode == "prefix" else wanted in value
+
+            ids = [i for i in ids if hit(str(self.state.devices[i].get(prop) or "").lower())]
         size = top or self.state.config.page_size
         page = ids[offset : offset + size]
         body: dict[str, Any] = {"@odata.context": self._context(request, version, select, entity=False)}
@@ -381,8 +425,9 @@ class GraphSimulator:
             kept.append(("$skiptoken", odata.encode_skiptoken(offset + size)))
             encoded = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in kept)
             body["@odata.nextLink"] = f"{self._root(request)}{request.path}?{encoded}"
-        body["value"] = [self._render(i, version, select, in_list=True) for i in page]
-        return self._json(call, 200, body)
+        unknown = self._unknown(request)
+        body["value"] = [self._render(i, version, select, in_list=True, unknown=unknown) for i in page]
+        return self._json(call, 200, body, self._preference_applied(request, version))
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,6 +507,18 @@ class ControlApi:
         device = self.state.update_device(request.match_info["id"], await self._body(request))
         return web.json_response(self.state.device_view(device["id"]))
 
+    async def get_behaviour(self, request: web.Request) -> web.Response:
+        found = self.state.require_device(request.match_info["id"])
+        return web.json_response(self.state.behaviour_of(found).to_json())
+
+    async def put_behaviour(self, request: web.Request) -> web.Response:
+        behaviour = self.state.set_behaviour(request.match_info["id"], await self._body(request))
+        return web.json_response(behaviour.to_json())
+
+    async def delete_behaviour(self, request: web.Request) -> web.Response:
+        self.state.clear_behaviour(request.match_info["id"])
+        return web.Response(status=204)
+
     async def delete_device(self, request: web.Request) -> web.Response:
         self.state.remove_device(request.match_info["id"])
         return web.Response(status=204)
@@ -512,6 +569,9 @@ def create_app(state: SimulatorState) -> web.Application:
     add("PATCH", "/_sim/devices/{id}", control.patch_device)
     add("DELETE", "/_sim/devices/{id}", control.delete_device)
     add("POST", "/_sim/devices/{id}/complete", control.complete)
+    add("GET", "/_sim/devices/{id}/behaviour", control.get_behaviour)
+    add("PUT", "/_sim/devices/{id}/behaviour", control.put_behaviour)
+    add("DELETE", "/_sim/devices/{id}/behaviour", control.delete_behaviour)
     return app
 
 

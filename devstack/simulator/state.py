@@ -24,10 +24,30 @@ DEFAULT_FLEET: Final = Path(__file__).with_name("fleet.json")
 
 ACTION_STATES: Final = ("none", "pending", "canceled", "active", "done", "failed", "notSupported")
 FINAL_STATES: Final = frozenset({"done", "failed", "canceled", "notSupported"})
-FAULT_KINDS: Final = frozenset({"latency", "429", "503", "504", "504_after_apply", "drop", "drop_after_apply"})
+FAULT_KINDS: Final = frozenset(
+    {
+        "latency",
+        "429",
+        "500",
+        "500_after_apply",
+        "502",
+        "502_after_apply",
+        "503",
+        "504",
+        "504_after_apply",
+        "drop",
+        "drop_after_apply",
+    }
+)
 ROUTES: Final = frozenset({"device", "list", "action"})
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FAULT_BODIES: Final = frozenset({"graph", "empty", "html"})
+# How `deviceActionResults` entries name their type: "#microsoft.graph.x" (what Graph sends),
+# "microsoft.graph.x" (how Microsoft's Intune samples write nested types) or no @odata.type.
+RESULT_TYPE_FORMS: Final = ("prefixed", "bare", "absent")
+ACTION_NAME_CASES: Final = ("camel", "pascal", "lower")  # resetPasscode, ResetPasscode, resetpasscode
+UNSUPPORTED_ACTION_MODES: Final = ("badRequest", "notSupportedLater")
+STARTSWITH_MODES: Final = ("ignore", "prefix", "contains")
 
 
 class Unset:
@@ -105,6 +125,7 @@ class ThrottleConfig:
     post_limit: int = 200
     any_limit: int = 2000
     window_seconds: float = 20.0
+    retry_after: bool = True  # False: budget 429s carry no Retry-After (some Intune endpoints do that)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,19 +133,21 @@ class ThrottleConfig:
             "postLimit": self.post_limit,
             "anyLimit": self.any_limit,
             "windowSeconds": self.window_seconds,
+            "retryAfter": self.retry_after,
         }
 
     def updated(self, data: Any) -> ThrottleConfig:
         if not isinstance(data, dict):
             raise SimulatorError("throttle must be an object")
-        unknown = set(data) - {"enabled", "postLimit", "anyLimit", "windowSeconds"}
+        unknown = set(data) - {"enabled", "postLimit", "anyLimit", "windowSeconds", "retryAfter"}
         if unknown:
             raise SimulatorError(f"unknown throttle settings: {sorted(unknown)}")
         result = dataclasses.replace(self)
-        if "enabled" in data:
-            if not isinstance(data["enabled"], bool):
-                raise SimulatorError("throttle.enabled must be a boolean")
-            result.enabled = data["enabled"]
+        for key, attr in (("enabled", "enabled"), ("retryAfter", "retry_after")):
+            if key in data:
+                if not isinstance(data[key], bool):
+                    raise SimulatorError(f"throttle.{key} must be a boolean")
+                setattr(result, attr, data[key])
         if "postLimit" in data:
             result.post_limit = _int(data["postLimit"], "throttle.postLimit")
         if "anyLimit" in data:
@@ -138,6 +161,64 @@ class ThrottleConfig:
 
 
 @dataclass
+class DeviceBehaviour:
+    """How Intune presents one device (docs/simulator.md, "Real-world behaviours"). The defaults are
+    what the simulator always did; every other value is opt-in per device or as a global default."""
+
+    result_type: str = "prefixed"  # RESULT_TYPE_FORMS
+    action_name_case: str = "camel"  # ACTION_NAME_CASES
+    unsupported_action: str = "badRequest"  # UNSUPPORTED_ACTION_MODES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "resultType": self.result_type,
+            "actionNameCase": self.action_name_case,
+            "unsupportedAction": self.unsupported_action,
+        }
+
+    def updated(self, data: Any) -> DeviceBehaviour:
+        """A copy with the keys of `data` applied (absent keys keep their value)."""
+        if not isinstance(data, dict):
+            raise SimulatorError("behaviour must be an object")
+        fields = {
+            "resultType": ("result_type", RESULT_TYPE_FORMS),
+            "actionNameCase": ("action_name_case", ACTION_NAME_CASES),
+            "unsupportedAction": ("unsupported_action", UNSUPPORTED_ACTION_MODES),
+        }
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise SimulatorError(f"unknown behaviour fields: {sorted(unknown)}")
+        result = dataclasses.replace(self)
+        for key, (attr, allowed) in fields.items():
+            if key in data:
+                if data[key] not in allowed:
+                    raise SimulatorError(f"{key} must be one of {list(allowed)}")
+                setattr(result, attr, data[key])
+        return result
+
+    def action_name(self, action: str) -> str:
+        if self.action_name_case == "pascal":
+            return action[:1].upper() + action[1:]
+        if self.action_name_case == "lower":
+            return action.lower()
+        return action
+
+    def odata_type(self, qualified_name: str) -> str | None:
+        """`qualified_name` is "microsoft.graph.x"; None means: leave @odata.type out."""
+        if self.result_type == "absent":
+            return None
+        return qualified_name if self.result_type == "bare" else f"#{qualified_name}"
+
+
+def _unknown_enum_members(data: Any) -> dict[str, frozenset[str]]:
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in data.items()
+    ):
+        raise SimulatorError("unknownEnumMembers must map a property name to a list of enum member names")
+    return {k: frozenset(v) for k, v in data.items()}
+
+
+@dataclass
 class SimulatorConfig:
     token: str = DEFAULT_TOKEN
     fleet_path: Path = DEFAULT_FLEET
@@ -146,6 +227,11 @@ class SimulatorConfig:
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     seed: int = DEFAULT_SEED
     page_size: int = 25  # server-side page size of the list route
+    behaviour: DeviceBehaviour = field(default_factory=DeviceBehaviour)  # for devices without their own
+    startswith: str = "ignore"  # `startswith(<prop>,'x')` filters: ignore (every device) | prefix | contains
+    # Beta enum members that sort after the `unknownFutureValue` sentinel (schema.UNKNOWN_ENUM_MEMBERS
+    # plus these): served as `unknownFutureValue` unless `Prefer: include-unknown-enum-members`.
+    unknown_enum_members: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +241,9 @@ class SimulatorConfig:
             "seed": self.seed,
             "pageSize": self.page_size,
             "fleet": str(self.fleet_path),
+            "behaviour": self.behaviour.to_json(),
+            "startswith": self.startswith,
+            "unknownEnumMembers": {k: sorted(v) for k, v in self.unknown_enum_members.items()},
         }
 
 
@@ -176,11 +265,12 @@ class ActionRecord:
 
     @property
     def odata_type(self) -> str:
+        """Qualified type name, without the leading '#'."""
         if self.action_name == platforms.RESET_PASSCODE:
-            return "#microsoft.graph.resetPasscodeActionResult"
+            return "microsoft.graph.resetPasscodeActionResult"
         if self.action_name == platforms.REMOTE_LOCK:
-            return "#microsoft.graph.remoteLockActionResult"
-        return "#microsoft.graph.deviceActionResult"
+            return "microsoft.graph.remoteLockActionResult"
+        return "microsoft.graph.deviceActionResult"
 
     def state_at(self, now: float) -> tuple[str, float]:
         if self.fixed_state is not None:
@@ -189,15 +279,21 @@ class ActionRecord:
             return self.final_state, self.complete_at
         return "pending", self.start
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self, now: float, behaviour: DeviceBehaviour | None = None) -> dict[str, Any]:
+        behaviour = behaviour or DeviceBehaviour()
         state, updated = self.state_at(now)
-        body: dict[str, Any] = {
-            "@odata.type": self.odata_type,
-            "actionName": self.action_name,
-            "actionState": state,
-            "startDateTime": iso(self.start),
-            "lastUpdatedDateTime": iso(updated),
-        }
+        body: dict[str, Any] = {}
+        odata_type = behaviour.odata_type(self.odata_type)
+        if odata_type is not None:
+            body["@odata.type"] = odata_type
+        body.update(
+            {
+                "actionName": behaviour.action_name(self.action_name),
+                "actionState": state,
+                "startDateTime": iso(self.start),
+                "lastUpdatedDateTime": iso(updated),
+            }
+        )
         body.update(self.extra)
         return body
 
@@ -402,16 +498,28 @@ def load_fleet(path: Path) -> list[dict[str, Any]]:
     return devices
 
 
+def load_behaviours(path: Path) -> dict[str, dict[str, Any]]:
+    """The fleet file's optional top-level `behaviours` map: device id -> behaviour fields. Kept
+    outside the device records so that code cloning fleet devices (bench/) never copies them."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    behaviours = data.get("behaviours", {}) if isinstance(data, dict) else {}
+    if not isinstance(behaviours, dict) or not all(isinstance(v, dict) for v in behaviours.values()):
+        raise SimulatorError(f"{path}: behaviours must map device ids to objects")
+    return behaviours
+
+
 class SimulatorState:
     """Everything the simulator knows. Mutated only from the event loop thread."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.initial_config = copy.deepcopy(config or SimulatorConfig())
         self.fleet_source = load_fleet(self.initial_config.fleet_path)
+        self.fleet_behaviours = load_behaviours(self.initial_config.fleet_path)
         self.config = copy.deepcopy(self.initial_config)
         self.devices: dict[str, dict[str, Any]] = {}
         self.results: dict[str, dict[str, ActionRecord]] = {}
         self.scripts: dict[str, DeviceScript] = {}
+        self.behaviours: dict[str, DeviceBehaviour] = {}
         self.faults: list[FaultRule] = []
         self.calls: list[dict[str, Any]] = []
         self.applied: dict[str, list[dict[str, Any]]] = {}
@@ -432,15 +540,27 @@ class SimulatorState:
         self.calls.clear()
         self.applied.clear()
         self.scripts.clear()
+        self.behaviours.clear()
         self.devices.clear()
         self.results.clear()
         for device in self.fleet_source:
             self.add_device(copy.deepcopy(device))
+        for device_id, behaviour in self.fleet_behaviours.items():
+            self.set_behaviour(device_id, behaviour)
 
     def configure(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise SimulatorError("config must be an object")
-        unknown = set(data) - {"completeAfter", "latencyMs", "throttle", "seed", "pageSize"}
+        unknown = set(data) - {
+            "completeAfter",
+            "latencyMs",
+            "throttle",
+            "seed",
+            "pageSize",
+            "behaviour",
+            "startswith",
+            "unknownEnumMembers",
+        }
         if unknown:
             raise SimulatorError(f"unknown config fields: {sorted(unknown)}")
         config = copy.deepcopy(self.config)
@@ -452,6 +572,14 @@ class SimulatorState:
             config.throttle = config.throttle.updated(data["throttle"])
         if "pageSize" in data:
             config.page_size = _int(data["pageSize"], "pageSize")
+        if "behaviour" in data:
+            config.behaviour = config.behaviour.updated(data["behaviour"])
+        if "startswith" in data:
+            if data["startswith"] not in STARTSWITH_MODES:
+                raise SimulatorError(f"startswith must be one of {list(STARTSWITH_MODES)}")
+            config.startswith = data["startswith"]
+        if "unknownEnumMembers" in data:
+            config.unknown_enum_members = _unknown_enum_members(data["unknownEnumMembers"])
         if "seed" in data:
             config.seed = _int(data["seed"], "seed", minimum=0)
             self.rng = random.Random(config.seed)
@@ -527,6 +655,7 @@ class SimulatorState:
         del self.devices[found]
         self.results.pop(found, None)
         self.scripts.pop(found, None)
+        self.behaviours.pop(found, None)
 
     def script_device(self, device_id: str, data: Any) -> DeviceScript:
         found = self.require_device(device_id)
@@ -545,12 +674,27 @@ class SimulatorState:
         self.scripts[found] = script
         return script
 
+    def set_behaviour(self, device_id: str, data: Any) -> DeviceBehaviour:
+        """Replace the device's behaviour: given keys over the defaults (not the global default)."""
+        found = self.require_device(device_id)
+        behaviour = DeviceBehaviour().updated(data)
+        self.behaviours[found] = behaviour
+        return behaviour
+
+    def clear_behaviour(self, device_id: str) -> None:
+        self.behaviours.pop(self.require_device(device_id), None)
+
+    def behaviour_of(self, device_id: str) -> DeviceBehaviour:
+        return self.behaviours.get(device_id) or self.config.behaviour
+
     def device_view(self, device_id: str, now: float | None = None) -> dict[str, Any]:
         """Raw (beta, unfiltered) view of a device for the control API."""
         found = self.require_device(device_id)
         body = {**self.devices[found], "deviceActionResults": self.action_results(found, now)}
         if found in self.scripts:
             body["_script"] = self.scripts[found].to_json()
+        if found in self.behaviours:
+            body["_behaviour"] = self.behaviours[found].to_json()
         return body
 
     # -- actions -----------------------------------------------------------------------------
@@ -558,12 +702,21 @@ class SimulatorState:
     def action_results(self, device_id: str, now: float | None = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now
         records = sorted(self.results.get(device_id, {}).values(), key=lambda r: r.start)
-        return [r.to_json(now) for r in records]
+        behaviour = self.behaviour_of(device_id)
+        return [r.to_json(now, behaviour) for r in records]
 
     def apply_action(
-        self, device_id: str, action: str, *, request_id: str | None = None, client_request_id: str | None = None
+        self,
+        device_id: str,
+        action: str,
+        *,
+        request_id: str | None = None,
+        client_request_id: str | None = None,
+        not_supported: bool = False,
     ) -> ActionRecord:
-        """Record an accepted action: the device's result for that action name is replaced."""
+        """Record an accepted action: the device's result for that action name is replaced.
+        `not_supported`: Intune accepted an action the device cannot run; it ends `notSupported`
+        (no passcode or PIN is generated)."""
         found = self.require_device(device_id)
         device = self.devices[found]
         now = time.time()
@@ -571,15 +724,15 @@ class SimulatorState:
         delay = self.config.complete_after if isinstance(script.complete_after, Unset) else script.complete_after
         extra: dict[str, Any] = {}
         if action == platforms.RESET_PASSCODE:
-            extra["passcode"] = self._passcode() if platforms.is_android(device) else None
+            extra["passcode"] = self._passcode() if platforms.is_android(device) and not not_supported else None
             extra["errorCode"] = 0
         elif action == platforms.REMOTE_LOCK:
-            extra["unlockPin"] = self._digits(6) if platforms.is_macos(device) else None
+            extra["unlockPin"] = self._digits(6) if platforms.is_macos(device) and not not_supported else None
         record = ActionRecord(
             action_name=action,
             start=now,
             complete_at=None if delay is None else now + delay,
-            final_state=script.final_state,
+            final_state="notSupported" if not_supported else script.final_state,
             extra=extra,
         )
         self.results.setdefault(found, {})[action] = record
@@ -602,7 +755,7 @@ class SimulatorState:
             raise SimulatorError(f"device {found} has no {action or 'action'} result", status=409)
         record.fixed_state = state
         record.updated = time.time()
-        return record.to_json(record.updated)
+        return record.to_json(record.updated, self.behaviour_of(found))
 
     def _digits(self, count: int) -> str:
         return "".join(self.rng.choice("0123456789") for _ in range(count))

@@ -74,6 +74,14 @@ CHROMEOS = "55da1007-83ef-45f8-a3fd-2261c58d0def"
 DUP_OLD = "29c8bf42-a279-4ddc-89cb-b5b962557881"
 DUP_NEW = "32916b04-63e5-4afd-9194-d64996ad66d8"
 DUP_SERIAL = "DX3PQ7Y2N72J"
+# Devices added for the real-world behaviours (test_simulator_fidelity.py, docs/simulator.md).
+IOS_SPACED_IMEI = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e01"
+ANDROID_IMEI_14 = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e02"
+ANDROID_BARE_PASCAL = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e03"
+ANDROID_UNTYPED_LOWER = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e04"
+MACOS_BARE = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e05"
+ANDROID_WP_NOT_SUPPORTED_LATER = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e06"
+ANDROID_NEW_ENROLLMENT = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e07"
 
 # device -> (SPEC row, resetPasscode accepted by Intune, remoteLock accepted by Intune)
 MATRIX: dict[str, tuple[str, bool, bool]] = {
@@ -105,6 +113,16 @@ MATRIX: dict[str, tuple[str, bool, bool]] = {
     WINDOWS_HYBRID: ("windows", False, False),
     LINUX: ("unknown", False, False),
     CHROMEOS: ("unknown", False, False),
+    IOS_SPACED_IMEI: ("ios", True, True),
+    ANDROID_IMEI_14: ("android-fully-managed", True, True),
+    ANDROID_BARE_PASCAL: ("android-corporate-work-profile", True, True),
+    ANDROID_UNTYPED_LOWER: ("android-dedicated", True, True),
+    MACOS_BARE: ("macos", False, True),
+    # 204 with its `notSupportedLater` behaviour (fleet "behaviours"); the matrix test resets it.
+    ANDROID_WP_NOT_SUPPORTED_LATER: ("android-work-profile", False, True),
+    # Simulator-side platform only (Intune's answer to a new enrollment type is not documented);
+    # SPEC section 4 classifies it as `unknown`.
+    ANDROID_NEW_ENROLLMENT: ("android-device-admin", False, True),
 }
 
 
@@ -259,13 +277,19 @@ def test_v1_schema_matches_installed_msgraph_sdk() -> None:
 
 def test_fleet_is_graph_shaped_and_covers_every_spec_row() -> None:
     devices = fleet()
-    assert 20 <= len(devices) <= 30
+    assert 30 <= len(devices) <= 50  # two server pages of 25
     ids = [d["id"] for d in devices]
     assert len(set(ids)) == len(ids)
     assert set(ids) == set(MATRIX)
     for device in devices:
         assert set(device) - {"@odata.type"} <= set(schema.BETA_PROPERTIES), device["id"]
-        assert device["imei"] == "" or (device["imei"].isdigit() and len(device["imei"]) == 15)
+        imei = device["imei"]
+        if device["id"] == IOS_SPACED_IMEI:
+            assert imei == "35 309418 464558 9"  # Apple's grouping
+        elif device["id"] == ANDROID_IMEI_14:
+            assert imei.isdigit() and len(imei) == 14  # without the Luhn check digit
+        else:
+            assert imei == "" or (imei.isdigit() and len(imei) == 15)
     from devstack.simulator import platforms
 
     rows = {platforms.platform_of(d) for d in devices}
@@ -495,6 +519,7 @@ async def test_action_support_follows_the_platform_matrix(
     sim: RunningSimulator, http: aiohttp.ClientSession, device_id: str
 ) -> None:
     _, reset_ok, lock_ok = MATRIX[device_id]
+    await sim.control.clear_behaviour(device_id)  # the 400 answer (a fleet behaviour may say 204)
     for action, ok in (("resetPasscode", reset_ok), ("remoteLock", lock_ok)):
         response = await post_action(http, sim, device_id, action)
         assert response.status == (204 if ok else 400), action
