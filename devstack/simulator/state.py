@@ -22,6 +22,7 @@ DEFAULT_TOKEN: Final = "devstack-local-token"
 DEFAULT_SEED: Final = 20261125
 DEFAULT_FLEET: Final = Path(__file__).with_name("fleet.json")
 
+UNLOCK_PIN_DAYS: Final = 30  # Intune shows a macOS remote lock PIN for 30 days or until the next action
 ACTION_STATES: Final = ("none", "pending", "canceled", "active", "done", "failed", "notSupported")
 FINAL_STATES: Final = frozenset({"done", "failed", "canceled", "notSupported"})
 FAULT_KINDS: Final = frozenset(
@@ -703,7 +704,13 @@ class SimulatorState:
         now = time.time() if now is None else now
         records = sorted(self.results.get(device_id, {}).values(), key=lambda r: r.start)
         behaviour = self.behaviour_of(device_id)
-        return [r.to_json(now, behaviour) for r in records]
+        bodies = [r.to_json(now, behaviour) for r in records]
+        for index, body in enumerate(bodies):
+            # The unlock PIN is gone after 30 days, or once a later action reached the device.
+            expired = now - records[index].start > UNLOCK_PIN_DAYS * 86400 or index < len(records) - 1
+            if body.get("unlockPin") is not None and expired:
+                body["unlockPin"] = None
+        return bodies
 
     def apply_action(
         self,
