@@ -28,6 +28,19 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $(CHECKOV_STAMP)
 
+# Azure's resource models (azure-mgmt-* SDKs) for tests/infra/test_resource_models.py, in their own
+# virtualenv like checkov's: 260 MB of SDKs the app does not need. Pins in the requirements file.
+AZMODELS_VENV  := .venv-azmodels
+AZMODELS_REQS  := tests/infra/azmodels-requirements.txt
+AZMODELS_STAMP := $(AZMODELS_VENV)/.installed-stamp
+
+$(AZMODELS_STAMP): $(AZMODELS_REQS)
+	test -x $(AZMODELS_VENV)/bin/python || $(PYTHON) -m venv $(AZMODELS_VENV)
+	echo '*' > $(AZMODELS_VENV)/.gitignore
+	$(AZMODELS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AZMODELS_VENV)/bin/python -m pip install --quiet -r $(AZMODELS_REQS)
+	touch $(AZMODELS_STAMP)
+
 setup: $(STAMP)
 
 run: setup
@@ -39,7 +52,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup $(CHECKOV_STAMP)
+pytest: setup $(CHECKOV_STAMP) $(AZMODELS_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
