@@ -20,7 +20,8 @@ until every queue is empty, then prints ONE JSON line on stdout:
     poison             messages the host moved to a poison queue
     elapsed_s          wall time of the whole run, set-up included
     ...                and: kills, messages_sent, unexpected_actions (an action where none
-                       should run), leaks (secrets found in host logs or events), statuses
+                       should run), leaks (secrets found in host logs or events), leak_scan_s
+                       (seconds the leak scan took), statuses
 
 Exit code 0 when lost, duplicate_finals, duplicate_actions, unexpected_actions and leaks are 0.
 Progress goes to stderr. Everything listens on loopback only; the run is bounded by --timeout.
@@ -35,7 +36,6 @@ import collections
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -50,6 +50,7 @@ import aiohttp
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from bench.leak_scan import find_leaks
 from bench.soak_fleet import PlannedRequest, build_plan
 from devstack.azurite import ACCOUNT_KEY, PROJECT_ROOT, Azurite
 from devstack.run import Child, spawn
@@ -96,6 +97,7 @@ class SoakReport:
     messages_sent: int
     unexpected_actions: int
     leaks: int
+    leak_scan_s: float
     statuses: dict[str, int]
     details: dict[str, Any] = field(default_factory=dict)  # not printed: lists for tests and debugging
 
@@ -476,7 +478,9 @@ class Soak:
         log_text = "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in host_logs if path.exists())
         poison = log_text.count(POISON_LINE)
         secrets_to_find = self._secrets(views)
+        scan_started = time.monotonic()
         leaks = find_leaks(secrets_to_find, {"host logs": log_text, "events": "\n".join(self.event_texts)})
+        leak_scan_s = round(time.monotonic() - scan_started, 2)
         statuses = collections.Counter(
             f"{d['status']}/{(d.get('reason') or {}).get('code')}" if d.get("reason") else d["status"]
             for d in self.first_final.values()
@@ -494,6 +498,7 @@ class Soak:
             messages_sent=self.messages_sent,
             unexpected_actions=len(unexpected),
             leaks=len(leaks),
+            leak_scan_s=leak_scan_s,
             statuses=dict(sorted(statuses.items())),
             details={
                 "lost": lost[:50],
@@ -532,24 +537,6 @@ class Soak:
     _requests_queue: QueueClient
     _session: aiohttp.ClientSession
     _host: HostProcess
-
-
-def find_leaks(secrets_by_kind: dict[str, set[str]], texts: dict[str, str]) -> list[str]:
-    """`kind in where` for every secret value found (verbatim or JSON-escaped) in a text.
-
-    A value counts only as a whole token (no letter or digit right before or after it): an
-    8-character passcode may otherwise turn up by chance inside some long hexadecimal id."""
-    found = []
-    for kind, values in secrets_by_kind.items():
-        for value in values:
-            if not value:
-                continue
-            forms = {re.escape(value), re.escape(json.dumps(value)[1:-1])}
-            pattern = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(forms) + r")(?![A-Za-z0-9])")
-            for where, text in texts.items():
-                if pattern.search(text):
-                    found.append(f"{kind} in {where}")
-    return found
 
 
 async def _count(service: QueueServiceClient, name: str) -> int:
