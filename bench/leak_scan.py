@@ -49,12 +49,12 @@ def found_in(values: Iterable[str], text: str) -> set[str]:
     for value in values:
         if not value:
             continue
-        for form in forms_of(value):
-            run = _RUN.search(form)
-            if run is None:
+        for spelling in forms_of(value):
+            first_run = _RUN.search(spelling)
+            if first_run is None:
                 without_run.add(value)
             else:
-                by_first_run[run.group()].append((_Form(form, run.start()), value))
+                by_first_run[first_run.group()].append((_Form(spelling, first_run.start()), value))
     found = {value for value in without_run if _regex_search(value, text)}
     present = by_first_run.keys() & set(_RUN.findall(text))
     if not present:
