@@ -46,6 +46,7 @@ from bench.stack import (
     simulator_args,
 )
 from devstack.azurite import Azurite
+from devstack.children import run_ending_children
 from devstack.simulator.control import SimulatorControl
 
 OUT = PROJECT_ROOT / "bench" / "out"
@@ -172,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per bytecode state (median reported)")
     parser.add_argument("--latency-ms", type=float, default=150.0, help="simulator latency per Graph call")
     args = parser.parse_args(argv)
+    # SIGTERM and Ctrl-C cancel the measurement (its finally blocks stop the host, the simulator
+    # and Azurite); whatever is left is ended on the way out.
+    return run_ending_children(lambda: _measure_and_print(args))
+
+
+def _measure_and_print(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(args))
     (OUT / "coldstart.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result), flush=True)

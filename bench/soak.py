@@ -38,7 +38,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from bench.leak_scan import find_leaks
 from bench.soak_fleet import PlannedRequest, build_plan
 from devstack.azurite import ACCOUNT_KEY, PROJECT_ROOT, Azurite
+from devstack.children import run_ending_children
 from devstack.run import Child, spawn
 from devstack.simulator.control import SimulatorControl
 
@@ -142,10 +142,8 @@ class HostProcess:
     def kill(self) -> None:
         """SIGKILL, no grace: in-flight invocations die wherever they are."""
         self.ready.clear()
-        if self.child is not None and self.child.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.child.process.pid, signal.SIGKILL)
-            self.child.process.wait()
+        if self.child is not None:
+            self.child.kill()
 
     async def stop(self) -> None:
         self.ready.clear()
@@ -208,6 +206,7 @@ class Soak:
         self.kills = 0
         self.window = asyncio.Semaphore(config.window)
         self.late: list[asyncio.Task[None]] = []
+        self.background: list[asyncio.Task[None]] = []  # tasks that outlive _drive: the collector
         self.progress = asyncio.Event()
         self.http_errors: collections.Counter[str] = collections.Counter()
 
@@ -250,11 +249,20 @@ class Soak:
             await host.stop()
             return self._report(started, actions, views, reveals, host.log_paths(), calls)
         finally:
+            await self._cancel_background()
             if host is not None:
                 await host.stop()
             if simulator is not None:
                 await asyncio.to_thread(simulator.stop, 10.0)
             await asyncio.to_thread(azurite.stop)
+
+    async def _cancel_background(self) -> None:
+        """A run cut short (SIGTERM, Ctrl-C, an error) leaves the collector and late duplicates
+        running on clients that are closed by now: end them quietly."""
+        tasks = [*self.background, *self.late]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -300,6 +308,7 @@ class Soak:
         self._host = host
         self._stop_collector = asyncio.Event()
         self._collector = asyncio.create_task(self._collect(service.get_queue_client(RESULTS_QUEUE)))
+        self.background.append(self._collector)
         killer = asyncio.create_task(self._kill_at_progress(host))
         reporter = asyncio.create_task(self._report_progress())
         todo = iter(self.plan)
@@ -593,6 +602,12 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     config, show_details = parse_args(argv)
+    # SIGTERM (e.g. from `timeout`) and Ctrl-C cancel the run, whose finally blocks stop the host,
+    # the simulator and Azurite in order; whatever is left is ended on the way out.
+    return run_ending_children(lambda: _run_and_report(config, show_details))
+
+
+def _run_and_report(config: SoakConfig, show_details: bool) -> int:
     report = asyncio.run(run_soak(config))
     if show_details or not report.targets_met:
         print(json.dumps(report.details, indent=2), file=sys.stderr)

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from devstack.children import run_ending_children
+
 # Each command module exposes `configure(parser)` and `main(args) -> int`.
 COMMANDS = {
     "host": ("devstack.host.cli", "run every function of function_app.py like the Functions host"),
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(module_name).configure(command_parser)
     args = parser.parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.main(args) or 0)
+    # SIGTERM acts like Ctrl-C, and no child process outlives the command (devstack/children.py).
+    return run_ending_children(lambda: int(module.main(args) or 0))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from devstack.children import end_child, start_child
+
 # The documented, public development-storage key of Azurite and the legacy emulator.
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -112,12 +114,11 @@ class Azurite:
                 return self
             self._check_executable()
             log_file = self._open_log()
-            self._process = subprocess.Popen(  # noqa: S603 - fixed executable and arguments
+            self._process = start_child(
                 [str(self.executable), *self._arguments()],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
                 cwd=str(self.location or tempfile.gettempdir()),
             )
             log_file.close()
@@ -129,7 +130,10 @@ class Azurite:
             return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate Azurite's process group and wait; escalate to SIGKILL after ``timeout``."""
+        """SIGTERM to Azurite's process group and wait; escalate to SIGKILL after ``timeout``.
+
+        Gracefully first: with ``location``, Azurite writes its state to disk every 5 s and when it
+        shuts down, so a SIGKILL would lose writes it had acknowledged."""
         with self._lock:
             self._terminate(timeout)
 
@@ -205,21 +209,11 @@ class Azurite:
 
     def _terminate(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            end_child(process, timeout)
         if self._owns_log and self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
             self._log_path, self._owns_log = None, False
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
 
 
 @contextlib.asynccontextmanager

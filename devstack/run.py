@@ -34,6 +34,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
 from devstack.azurite import PROJECT_ROOT, Azurite, AzuriteError
+from devstack.children import end_child, kill_child, start_child
 from devstack.settings import SettingsError, load_settings
 
 LOG_DIR = PROJECT_ROOT / ".devstack" / "logs"
@@ -97,31 +98,20 @@ class Child:
         raise StackError(f"{self.name} not ready after {timeout:.0f} s; see {self.log_path}:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """SIGTERM to its process group, SIGKILL after ``timeout`` seconds."""
+        end_child(self.process, timeout)
 
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+    def kill(self) -> None:
+        """SIGKILL to its process group, no grace."""
+        kill_child(self.process)
 
 
 def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path) -> Child:
+    """Start ``argv`` in its own session (devstack/children.py), output to ``log_dir/name.log``."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-            env=dict(env),
-            start_new_session=True,
+        process = start_child(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=dict(env)
         )
     return Child(name, process, log_path)
 
@@ -489,7 +479,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(run_stack(args))
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
-        return 130
+    # Ctrl-C or SIGTERM before watch() handles them cancels run_stack (its finally stops the
+    # stack) and ends in KeyboardInterrupt: devstack/__main__.py reports it (exit code 130/143).
+    return asyncio.run(run_stack(args))
