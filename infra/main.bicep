@@ -45,17 +45,16 @@ param applicationInsightsName string = ''
 // Scale (Flex Consumption, FC1)
 // ---------------------------------------------------------------------------------------------
 
-// Why so few instances: Graph, not compute, is the bottleneck. Intune allows 200 POST/PUT/PATCH/DELETE
-// and 2,000 requests of any kind per 20 s per app and tenant, i.e. 10 actions/s and 100 requests/s
-// shared by every instance. One instance already runs batchSize 16 + newBatchThreshold 8 = 24 queue
-// messages at once (host.json); at ~1-2 s of Graph latency per request that is 12-24 requests/s, so
-// one or two instances reach the action budget and more instances only buy 429s. The limit applies
-// per independently scaled function group (each queue trigger, and all HTTP functions together),
-// so 4 leaves room for bursts and for the HTTP API while the code's own throttling absorbs the rest.
+// Flex Consumption accepts 40 as the lowest maximumInstanceCount in most regions (the platform's
+// stack data, lowestMaximumInstanceCount; lower values were a preview in a few regions), so a
+// smaller default fails `azd up` there. The limit applies per function group (each queue trigger,
+// and all HTTP functions together), and HTTP bursts are not strictly capped by it. Scale-out does
+// not buy Graph throughput: Intune allows 200 actions and 2,000 requests per 20 s per app and
+// tenant, which the app keeps itself (graphBudgetInstances below, docs/deploy.md).
 @minValue(1)
 @maxValue(1000)
-@description('Flex Consumption maximum instance count per function group. Graph budget, not load, sets the ceiling: see docs/deploy.md.')
-param maximumInstanceCount int = 4
+@description('Flex Consumption maximum instance count per function group. 40 is the lowest value Flex Consumption accepts in most regions; lower values work only where the region allows them. Not tied to the Graph budget (graphBudgetInstances).')
+param maximumInstanceCount int = 40
 
 // 2,048 MB is the platform default. The worker needs ~70 MB at run time, but instance size also
 // sets CPU: the larger size keeps the cold import of msgraph-sdk (~1-2.5 s) short. 512 MB is the
@@ -118,10 +117,11 @@ param requestDeadlineSeconds int = 3600
 @description('ALLOW_PASSCODE_REVEAL: enables GET /api/resets/{id}/passcode.')
 param allowPasscodeReveal bool = false
 
-// Intune's Graph budget per app and tenant (SPEC section 8). The app keeps it itself: every instance
-// takes 1/GRAPH_BUDGET_INSTANCES of it, and the template sets that to maximumInstanceCount, the most
-// instances that may run at once (docs/decisions/0007-graph-budget.md). Lower the budgets when other
-// apps of the tenant also call Intune: the tenant-wide limit is 400 POST / 4,000 requests per 20 s.
+// Intune's Graph budget per app and tenant (SPEC section 8). The app keeps it itself: today every
+// instance takes 1/GRAPH_BUDGET_INSTANCES of it (docs/decisions/0007-graph-budget.md), set by
+// graphBudgetInstances, on purpose not by maximumInstanceCount: at Flex's minimum of 40 each
+// instance would get 1/40 of the budget. Lower the budgets when other apps of the tenant also call
+// Intune: the tenant-wide limit is 400 POST / 4,000 requests per 20 s.
 @minValue(1)
 @description('GRAPH_POST_BUDGET: Graph POST (action) calls allowed per window, for all instances together.')
 param graphPostBudget int = 200
@@ -135,12 +135,17 @@ param graphRequestBudget int = 2000
 @description('GRAPH_BUDGET_WINDOW_SECONDS: the window of both Graph budgets.')
 param graphBudgetWindowSeconds int = 20
 
+// Until the budget is shared through storage (issue 13), each instance keeps 1/N of it: 4 keeps a
+// single busy instance at 2.5 actions/s and up to 4 instances calling Graph at once inside the
+// budget; beyond that, Graph's 429s (honoured by every instance) and the throttling alert say so.
+@minValue(1)
+@maxValue(200)
+@description('GRAPH_BUDGET_INSTANCES: instances expected to call Graph at once; each keeps 1/N of both Graph budgets. Independent of maximumInstanceCount.')
+param graphBudgetInstances int = 4
+
 // ---------------------------------------------------------------------------------------------
 // Microsoft Graph (Entra ID) and App Service Authentication
 // ---------------------------------------------------------------------------------------------
-
-@description('Grant the managed identity the two Graph application permissions through the Microsoft Graph Bicep extension. Needs Privileged Role Administrator (or Global Administrator); set false and grant by hand otherwise (docs/deploy.md).')
-param grantGraphPermissions bool = true
 
 @description('Protect the HTTP API with App Service Authentication (Entra ID) on top of function keys, and require the PasscodeReset.* app roles (AUTH_REQUIRE_ROLES=true).')
 param authEnabled bool = false
@@ -236,14 +241,16 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-// Tenant-level: Graph app-role assignments for the identity and, when needed, the app registration
-// that Easy Auth validates tokens for. Its own file because it needs `extension microsoftGraphV1`.
-module graph 'app/graph.bicep' = if (grantGraphPermissions || createAuthApplication) {
+// Tenant-level: the app registration that Easy Auth validates tokens for, when the template creates
+// it. Its own file because it needs `extension microsoftGraphV1`. The managed identity's Graph
+// application permissions are not granted here but by the postprovision hook
+// (infra/hooks/postprovision.sh, docs/deploy.md): a Bicep grant to an identity created in the same
+// deployment fails the first time (msgraph-bicep-types issue 193) and needs a Privileged Role
+// Administrator.
+module graph 'app/graph.bicep' = if (createAuthApplication) {
   name: 'graph'
   scope: rg
   params: {
-    managedIdentityPrincipalId: identity.outputs.principalId
-    grantAppRoles: grantGraphPermissions
     createApiApplication: createAuthApplication
     apiApplicationUniqueName: 'intune-passcode-reset-api-${resourceToken}'
     apiApplicationDisplayName: 'Intune passcode reset API (${environmentName})'
@@ -278,6 +285,7 @@ module api 'app/api.bicep' = {
     graphPostBudget: graphPostBudget
     graphRequestBudget: graphRequestBudget
     graphBudgetWindowSeconds: graphBudgetWindowSeconds
+    graphBudgetInstances: graphBudgetInstances
     authEnabled: authEnabled
     authClientId: createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId
   }
@@ -302,7 +310,10 @@ module alerts 'app/alerts.bicep' = if (alertsEnabled) {
   }
 }
 
-// Outputs: azd stores them in .azure/<env>/.env; docs/deploy.md uses them in the smoke test.
+// Outputs: azd stores them in .azure/<env>/.env, where main.parameters.json also reads its inputs,
+// so no output may be named like an input variable (tests/infra/test_azd.py): an output
+// AUTH_CLIENT_ID would feed the created app's id back as authClientId and turn creation off.
+// docs/deploy.md and infra/hooks use them.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -314,4 +325,4 @@ output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output RESET_REQUESTS_QUEUE string = resetRequestsQueueName
 output RESET_RESULTS_QUEUE string = resetResultsQueueName
-output AUTH_CLIENT_ID string = createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId
+output AUTH_APPLICATION_CLIENT_ID string = createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId

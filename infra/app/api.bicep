@@ -41,6 +41,11 @@ param graphPostBudget int
 param graphRequestBudget int
 param graphBudgetWindowSeconds int
 
+@minValue(1)
+@maxValue(200)
+@description('GRAPH_BUDGET_INSTANCES: each instance keeps 1/N of the Graph budgets (not maximumInstanceCount).')
+param graphBudgetInstances int
+
 @description('Turn on App Service Authentication (Entra ID) for the HTTP API.')
 param authEnabled bool = false
 
@@ -132,8 +137,8 @@ var appSettings = [
     name: 'ALLOW_PASSCODE_REVEAL'
     value: allowPasscodeReveal ? 'true' : 'false'
   }
-  // Intune's Graph budget, split evenly over the instances that may run at once (every instance
-  // keeps its share itself; docs/decisions/0007-graph-budget.md).
+  // Intune's Graph budget, split evenly over graphBudgetInstances (every instance keeps its share
+  // itself; docs/decisions/0007-graph-budget.md). Deliberately not maximumInstanceCount.
   {
     name: 'GRAPH_POST_BUDGET'
     value: string(graphPostBudget)
@@ -148,7 +153,7 @@ var appSettings = [
   }
   {
     name: 'GRAPH_BUDGET_INSTANCES'
-    value: string(maximumInstanceCount)
+    value: string(graphBudgetInstances)
   }
   // Trust X-MS-CLIENT-PRINCIPAL and require the PasscodeReset.* roles only behind Easy Auth.
   {
@@ -185,6 +190,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   //checkov:skip=CKV_AZURE_17:Callers authenticate with function keys or Entra tokens; Power Automate's HTTP action cannot present client certificates per flow.
   //checkov:skip=CKV_AZURE_212:Flex Consumption scales per event from zero; a fixed minimum instance count does not apply.
   //checkov:skip=CKV_AZURE_213:Platform health-check pings would keep a scale-to-zero app awake; /api/health serves the smoke test and monitoring.
+  //checkov:skip=CKV_AZURE_78:Flex Consumption does not take siteConfig.ftpsState (ignored, or rejected with error 51021 in newer regions); FTP is off through basicPublishingCredentialsPolicies 'ftp' below.
   name: name
   location: location
   tags: union(tags, {
@@ -202,8 +208,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
+    // No ftpsState: Flex Consumption ignores it, or rejects it in newer regions (docs/deploy.md).
     siteConfig: {
-      ftpsState: 'Disabled'
       http20Enabled: true
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'

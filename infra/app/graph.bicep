@@ -3,20 +3,16 @@
 // parser cannot read: tests parse this file with pycep-parser 0.7.1 and infra/.checkov.yaml
 // excludes it from the scan (docs/decisions/0002-infra-choices.md).
 //
-// 1. Application permissions for the app's managed identity (SPEC section 8):
-//    DeviceManagementManagedDevices.Read.All and ...PrivilegedOperations.All on Microsoft Graph.
-//    Deploying them needs Privileged Role Administrator (or Global Administrator); see
-//    docs/deploy.md for the manual alternative.
-// 2. Optionally, the app registration Easy Auth validates tokens for, with the app roles of
-//    SPEC section 7. Needs Application Administrator / Cloud Application Administrator (or the
-//    default "users can register applications" setting).
+// The app registration Easy Auth validates tokens for, with the app roles of SPEC section 7
+// (created only when authEnabled is set without an authClientId). Needs Application Administrator /
+// Cloud Application Administrator (or the default "users can register applications" setting).
+//
+// The managed identity's Graph application permissions (SPEC section 8) are not granted here: an
+// app-role assignment to a user-assigned identity created in the same deployment fails the first
+// time with "Not a valid reference update" (msgraph-bicep-types issue 193), and granting needs a
+// Privileged Role Administrator. infra/hooks/postprovision.sh grants them (with retries) or prints
+// the command for an admin (docs/deploy.md).
 extension microsoftGraphV1
-
-@description('Object id of the managed identity\'s service principal.')
-param managedIdentityPrincipalId string
-
-@description('Assign the two Graph application permissions to the managed identity.')
-param grantAppRoles bool = true
 
 @description('Create the API app registration (app roles PasscodeReset.*) for Easy Auth.')
 param createApiApplication bool = false
@@ -25,26 +21,6 @@ param createApiApplication bool = false
 param apiApplicationUniqueName string
 
 param apiApplicationDisplayName string
-
-var microsoftGraphAppId = '00000003-0000-0000-c000-000000000000'
-
-resource microsoftGraph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
-  appId: microsoftGraphAppId
-}
-
-// App role ids differ by name only in the Graph service principal's appRoles; look them up
-// rather than hard-coding GUIDs.
-resource managedDevicesRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantAppRoles) {
-  appRoleId: filter(microsoftGraph.appRoles, role => role.value == 'DeviceManagementManagedDevices.Read.All')[0].id
-  principalId: managedIdentityPrincipalId
-  resourceId: microsoftGraph.id
-}
-
-resource managedDevicesPrivilegedOperations 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantAppRoles) {
-  appRoleId: filter(microsoftGraph.appRoles, role => role.value == 'DeviceManagementManagedDevices.PrivilegedOperations.All')[0].id
-  principalId: managedIdentityPrincipalId
-  resourceId: microsoftGraph.id
-}
 
 var apiAppRoles = [
   {

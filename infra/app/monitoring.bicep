@@ -6,8 +6,19 @@ param applicationInsightsName string
 param location string
 param tags object = {}
 
-@minValue(30)
-@maxValue(730)
+// Application Insights accepts only these retention periods (Log Analytics takes any 30-730).
+@allowed([
+  30
+  60
+  90
+  120
+  180
+  270
+  365
+  550
+  730
+])
+@description('Days of data retention, for the workspace and Application Insights.')
 param retentionInDays int = 30
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {

@@ -77,3 +77,35 @@ def test_environment_defaults_agree_with_the_template_defaults(name: str) -> Non
     template_default = bicep.param_default(bicep.parse("main.bicep"), name)
     rendered = str(template_default).lower() if isinstance(template_default, bool) else str(template_default)
     assert match["default"] == rendered
+
+
+def test_no_output_is_named_like_a_variable_the_parameters_file_reads() -> None:
+    # azd writes outputs into the environment main.parameters.json reads: an output AUTH_CLIENT_ID
+    # fed the created app's id back as authClientId and silently turned app creation off.
+    # Only an output that echoes its own input unchanged (AZURE_LOCATION = location) may share its name.
+    read = {
+        variable: parameter
+        for parameter, value in parameters().items()
+        for variable in re.findall(r"\$\{([A-Za-z0-9_]+)", value)
+    }
+    outputs = bicep.parse("main.bicep")["outputs"]
+    fed_back = {name for name in set(outputs) & set(read) if outputs[name]["value"] != read[name]}
+    assert read and outputs
+    assert not fed_back, f"outputs read back as different inputs: {sorted(fed_back)}"
+
+
+def test_easy_auth_client_id_output_is_the_created_or_given_registration() -> None:
+    outputs = bicep.parse("main.bicep")["outputs"]
+    assert "AUTH_CLIENT_ID" not in outputs
+    assert "AUTH_APPLICATION_CLIENT_ID" in outputs
+    assert parameters()["authClientId"] == "${AUTH_CLIENT_ID}"
+
+
+def test_postprovision_hook_grants_or_prints_the_graph_permissions() -> None:
+    hooks = load_azure_yaml()["hooks"]
+    assert hooks["postprovision"]["shell"] == "sh"
+    script = hooks["postprovision"]["run"]
+    assert (bicep.REPO / script).is_file()
+    assert script == "infra/hooks/postprovision.sh"
+    # The grant is opt-in (it needs a Privileged Role Administrator); no template parameter for it.
+    assert "grantGraphPermissions" not in parameters()
