@@ -348,3 +348,12 @@ def test_main_targets_the_subscription_and_creates_the_resource_group() -> None:
     assert main["globals"]["scope"]["value"] == "subscription"
     assert list(bicep.resources_of_type(main, "Microsoft.Resources/resourceGroups")) == ["rg"]
     assert all(bicep.module(main, name)["scope"] == "rg" for name in main["modules"])
+
+
+def test_retention_is_limited_to_the_days_application_insights_accepts() -> None:
+    template = bicep.parse(MONITORING)
+    allowed = bicep.decorator(template, "retentionInDays", "allowed")
+    assert allowed == [30, 60, 90, 120, 180, 270, 365, 550, 730]
+    assert bicep.param_default(template, "retentionInDays") in allowed
+    insights = bicep.resource(template, "applicationInsights")["properties"]
+    assert insights["RetentionInDays"] == "retentionInDays"
