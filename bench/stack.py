@@ -10,7 +10,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devstack.azurite import Azurite
+from devstack.children import end_child, kill_child, start_child
 from shared.intune import IntuneDevice
 from shared.platforms import choose_action
 
@@ -89,14 +89,8 @@ class Service:
     stderr_path: Path
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
+        """SIGTERM to its process group, SIGKILL after ``timeout`` seconds; the exit code."""
+        return end_child(self.process, timeout)
 
 
 def launch(args: list[str], env: Mapping[str, str], ready: str, stderr_path: Path, timeout: float = 60.0) -> Service:
@@ -106,7 +100,7 @@ def launch(args: list[str], env: Mapping[str, str], ready: str, stderr_path: Pat
     stderr_path.parent.mkdir(parents=True, exist_ok=True)
     stderr: IO[str] = open(stderr_path, "w")  # handed to the child, closed here after Popen
     started = time.time()
-    process = subprocess.Popen(
+    process = start_child(  # in its own session, ended with the command (devstack/children.py)
         [sys.executable, *args],
         cwd=PROJECT_ROOT,
         env=dict(env),
@@ -114,7 +108,6 @@ def launch(args: list[str], env: Mapping[str, str], ready: str, stderr_path: Pat
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
-        start_new_session=True,
     )
     stderr.close()
     found: list[str] = []
@@ -130,8 +123,7 @@ def launch(args: list[str], env: Mapping[str, str], ready: str, stderr_path: Pat
 
     threading.Thread(target=read_stdout, daemon=True).start()
     if not ready_event.wait(timeout) or not found:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        kill_child(process)
         tail = stderr_path.read_text(errors="replace")[-2000:]
         raise StackError(f"{' '.join(args)} did not start within {timeout} s:\n{tail}")
     return Service(process, found[0], started, time.time() - started, stderr_path)

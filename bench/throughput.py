@@ -48,6 +48,7 @@ from bench.stack import (
     simulator_args,
     write_host_json,
 )
+from devstack.children import run_ending_children
 from devstack.simulator.control import SimulatorControl
 
 OUT = PROJECT_ROOT / "bench" / "out"
@@ -274,11 +275,11 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     (OUT / "azurite.log").unlink(missing_ok=True)  # Azurite appends to its log
     azurite = CountingAzurite(log_path=OUT / "azurite.log")
-    await asyncio.to_thread(azurite.start)
     simulator: Service | None = None
     host: Service | None = None
     log_window: tuple[int, int] | None = None
     try:
+        await asyncio.to_thread(azurite.start)
         simulator = await asyncio.to_thread(
             launch, simulator_args(args.latency_ms), dict(os.environ), SIMULATOR_READY, OUT / "sim.log"
         )
@@ -436,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     args.new_batch_threshold = (
         queues["newBatchThreshold"] if args.new_batch_threshold is None else args.new_batch_threshold
     )
+    # SIGTERM and Ctrl-C cancel the run (its finally stops host, simulator and Azurite); whatever
+    # is left is ended on the way out.
+    return run_ending_children(lambda: _run_and_print(args))
+
+
+def _run_and_print(args: argparse.Namespace) -> int:
     result = asyncio.run(benchmark(args))
     print(json.dumps(result), flush=True)
     return 0 if result["failed"] == 0 else 1
