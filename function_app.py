@@ -1,7 +1,8 @@
 """Azure Functions entrypoints (Python v2 programming model): bindings and translation only.
 
-Every function hands the message to a use case in `shared.workflow` (queues) or `shared.http_api`
-(HTTP) with the adapters built by `shared.bootstrap`; nothing below this file imports `azure.functions`.
+Every function hands the message to a use case in `shared.workflow` (queues) or `shared.api` (HTTP)
+with the adapters built by `shared.bootstrap`; nothing below this file imports `azure.functions`
+(import-linter checks it). The contract these functions serve: docs/contract.md.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import http_api, telemetry
+from shared.api import health as health_api
+from shared.api import openapi, resets
+from shared.api.http import HttpAnswer, HttpCall
+from shared.api.services import ApiServices
 from shared.bootstrap import LazyRuntime, validate_environment
+from shared.observability import telemetry
 from shared.workflow import handle_followup, handle_followup_poison, handle_request, handle_request_poison
 
 # Start-up check: a bad setting stops the app here with a message naming the setting, instead of
@@ -82,29 +87,27 @@ async def reset_followup_poison(msg: func.QueueMessage, context: func.Context) -
         await handle_followup_poison(msg.get_body(), services)
 
 
-# ---------------------------------------------------------------- HTTP API (SPEC section 7)
+# ---------------------------------------------------------------- HTTP API (docs/contract.md#http-api)
 
 
-async def _api() -> http_api.ApiServices:
-    return http_api.api_services(await runtime.get())
+async def _api() -> ApiServices:
+    return (await runtime.get()).api
 
 
-def _call(req: func.HttpRequest) -> http_api.HttpCall:
-    return http_api.HttpCall.of(
-        req.method, req.url, dict(req.headers), dict(req.params), dict(req.route_params), req.get_body()
-    )
+def _call(req: func.HttpRequest) -> HttpCall:
+    return HttpCall.of(req.method, req.url, dict(req.headers), dict(req.params), dict(req.route_params), req.get_body())
 
 
-def _response(answer: http_api.HttpAnswer) -> func.HttpResponse:
+def _response(answer: HttpAnswer) -> func.HttpResponse:
     return func.HttpResponse(body=answer.body, status_code=answer.status, headers=answer.headers)
 
 
 class _HttpInvocation:
-    def __init__(self, call: http_api.HttpCall, span: telemetry.SpanHandle) -> None:
+    def __init__(self, call: HttpCall, span: telemetry.SpanHandle) -> None:
         self.call = call
         self._span = span
 
-    def respond(self, answer: http_api.HttpAnswer) -> func.HttpResponse:
+    def respond(self, answer: HttpAnswer) -> func.HttpResponse:
         self._span.http_status(answer.status)
         return _response(answer)
 
@@ -128,32 +131,32 @@ ROUTE_HEALTH = "health"
 @app.route(route=ROUTE_RESETS, methods=["POST"])
 async def submit_reset(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_RESETS) as http:
-        return http.respond(await http_api.submit_reset(http.call, await _api()))
+        return http.respond(await resets.submit_reset(http.call, await _api()))
 
 
 @app.function_name("get_reset_status")
 @app.route(route=ROUTE_STATUS, methods=["GET"])
 async def get_reset_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_STATUS) as http:
-        return http.respond(await http_api.get_reset_status(http.call, await _api()))
+        return http.respond(await resets.get_reset_status(http.call, await _api()))
 
 
 @app.function_name("reveal_passcode")
 @app.route(route=ROUTE_PASSCODE, methods=["GET"])
 async def reveal_passcode(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_PASSCODE) as http:
-        return http.respond(await http_api.reveal_passcode(http.call, await _api()))
+        return http.respond(await resets.reveal_passcode(http.call, await _api()))
 
 
 @app.function_name("openapi_document")
 @app.route(route=ROUTE_OPENAPI, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def openapi_document(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_OPENAPI) as http:
-        return http.respond(http_api.openapi_answer(http.call))
+        return http.respond(openapi.openapi_answer(http.call))
 
 
 @app.function_name("health")
 @app.route(route=ROUTE_HEALTH, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_HEALTH) as http:
-        return http.respond(await http_api.check_health(_api))
+        return http.respond(await health_api.check_health(_api))

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from devstack.simulator import platforms as sim_platforms
 from devstack.simulator.state import DEFAULT_FLEET, load_fleet
-from shared.intune import IntuneDevice
-from shared.platforms import choose_action
+from shared.core.device import IntuneDevice
+from shared.core.platforms import choose_action
 
 Channel = Literal["queue", "queue-base64", "http"]
 Duplicate = Literal["early", "late"] | None

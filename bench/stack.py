@@ -23,8 +23,8 @@ from typing import IO, Any
 
 from devstack.azurite import Azurite
 from devstack.children import end_child, kill_child, start_child
-from shared.intune import IntuneDevice
-from shared.platforms import choose_action
+from shared.core.device import IntuneDevice
+from shared.core.platforms import choose_action
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FLEET = PROJECT_ROOT / "devstack" / "simulator" / "fleet.json"

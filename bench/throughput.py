@@ -72,8 +72,8 @@ class BaselineResult:
 
 async def run_baseline(graph_url: str, requests: list[BenchRequest]) -> BaselineResult:
     """The peers' script: one device at a time, resolve -> choose -> act, through the same gateway."""
-    from shared.intune import MsGraphIntuneGateway
-    from shared.platforms import choose_action
+    from shared.adapters.graph import MsGraphIntuneGateway
+    from shared.core.platforms import choose_action
 
     gateway = MsGraphIntuneGateway.with_static_token(graph_url, SIMULATOR_TOKEN)
     actions = failed = 0

@@ -47,8 +47,9 @@ from ops.selection import (
 )
 from ops.store import OpsStore, operator_settings
 from ops.views import RequestView, render_detail, render_table, replay_origin, write_audit
-from shared.contract import REQUEST_ID_PATTERN
-from shared.ledger import LedgerRecord, iso, utcnow
+from shared.core.clock import iso, utcnow
+from shared.core.contract import REQUEST_ID_PATTERN
+from shared.core.lifecycle import LedgerRecord
 from shared.settings import Settings, SettingsError
 
 OK, NOTHING, USAGE = 0, 1, 2

@@ -2,7 +2,7 @@
 
 Design in docs/decisions/0008-poison-replay.md. In short:
 
-- A failed request cannot run again under its own requestId: the SPEC allows one final event per
+- A failed request cannot run again under its own requestId: the contract allows one final event per
   requestId, and a redelivery only republishes it. A replay is therefore a NEW request with the
   same payload (correlationId kept) under the derived id `<id>-r1` (`<base>-rN` becomes
   `<base>-rN+1`). The id is deterministic and the ledger record is created before the message is
@@ -29,9 +29,10 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from ops.selection import reason_code
 from ops.store import OpsStore
-from shared.contract import REQUEST_ID_PATTERN, ResetRequest, Status, validate_request
-from shared.errors import StorageConflict
-from shared.ledger import QUEUED, LedgerRecord, iso, new_record
+from shared.core.clock import iso
+from shared.core.contract import REQUEST_ID_PATTERN, ResetRequest, Status, validate_request
+from shared.core.lifecycle import LedgerRecord, State
+from shared.workflow.submit import submit_request
 
 REPLAYABLE_STATUSES = (Status.FAILED.value, Status.TIMED_OUT.value)
 MAX_REQUEST_ID = 128
@@ -93,29 +94,30 @@ async def _plan_one(store: OpsStore, source: LedgerRecord, *, repeat_action: boo
         return ReplayItem(source, "replay", "re-submit as a new request", new_id, request)
     if existing.payload_hash != request.payload_hash():
         return ReplayItem(source, "skip", f"requestId {new_id} is taken by a different request", new_id)
-    if existing.state == QUEUED:
+    if existing.state is State.QUEUED:
         return ReplayItem(source, "resend", f"replayed as {new_id} but still queued: send its message again",
                           new_id, request)
     return ReplayItem(source, "skip", f"already replayed as {new_id} ({existing.state})", new_id)
 
 
 async def execute_replay(store: OpsStore, item: ReplayItem, now: datetime, operator: str) -> ReplayItem:
-    """Create the new request's ledger record (conditionally), free the device, enqueue it."""
+    """Free the device, then submit the new request like `POST /api/resets` does (shared/workflow/submit.py):
+    its ledger record conditionally, then its message."""
     assert item.request is not None and item.new_id is not None
-    if item.verdict == "replay":
-        record = new_record(item.request, QUEUED, now, f"replay of {item.source.request_id} by {operator}")
-        try:
-            await store.ledger.create(record)
-        except StorageConflict:
-            # Another replay won the insert between plan and execute: only go on if it is ours and queued.
-            existing = await store.ledger.get(item.new_id)
-            if existing is None or existing.payload_hash != item.request.payload_hash() or existing.state != QUEUED:
-                state = existing.state if existing else "gone"
-                return ReplayItem(item.source, "skip", f"{item.new_id} was created meanwhile ({state})", item.new_id)
     if item.source.submitted_at is None and item.source.device_id:
         # The failed request never acted; its cooldown claim (if any is left) must not block its replay.
         await store.ledger.release_device(item.source.device_id, item.source.request_id)
-    await store.queue(store.settings.requests_queue).send_message(item.request.to_json())
+    submission = await submit_request(
+        item.request,
+        ledger=store.ledger,
+        queue=store.queue(store.settings.requests_queue),
+        now=now,
+        note=f"replay of {item.source.request_id} by {operator}",
+    )
+    if not submission.enqueued:
+        # Another replay won the insert between plan and execute, and it is not ours or not queued.
+        state = "another request" if submission.conflict else submission.record.state.value
+        return ReplayItem(item.source, "skip", f"{item.new_id} was created meanwhile ({state})", item.new_id)
     done = "replayed" if item.verdict == "replay" else "sent again"
     return ReplayItem(item.source, item.verdict, f"{done} as {item.new_id}", item.new_id, item.request)
 

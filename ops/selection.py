@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from shared.contract import ReasonCode, Status
-from shared.ledger import ACTING, PROCESSING, QUEUED, REQUEST_ROW, LedgerRecord, iso
+from shared.adapters.ledger import REQUEST_ROW
+from shared.core.clock import iso
+from shared.core.contract import ReasonCode
+from shared.core.lifecycle import LedgerRecord, State
 
-IN_PROGRESS_STATES = (QUEUED, PROCESSING, ACTING, Status.SUBMITTED.value)
-FINAL_STATUSES = tuple(status.value for status in Status if status.is_final)
+IN_PROGRESS_STATES = tuple(state.value for state in State if not state.final)
+FINAL_STATUSES = tuple(state.value for state in State if state.final)
 KNOWN_STATES = (*IN_PROGRESS_STATES, *FINAL_STATUSES)
 STATUS_ALIASES = {"open": IN_PROGRESS_STATES, "final": FINAL_STATUSES}
 REASON_CODES = tuple(code.value for code in ReasonCode)

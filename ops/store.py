@@ -16,9 +16,10 @@ from typing import Any
 
 from devstack.settings import load_settings as read_app_settings
 from ops.selection import Selection
-from shared.ledger import REQUEST_ROW, LedgerRecord, TableLedger, _from_entity
+from shared.adapters.ledger import REQUEST_ROW, TableLedger, record_from_entity
+from shared.adapters.storage import StorageClients
+from shared.core.lifecycle import LedgerRecord
 from shared.settings import POISON_SUFFIX, Settings, load_settings
-from shared.storage import StorageClients
 
 
 def operator_settings(env: Mapping[str, str], settings_file: str | os.PathLike[str] | None) -> Settings:
@@ -64,7 +65,7 @@ class OpsStore:
             "PartitionKey eq @id and RowKey eq @row", parameters={"id": request_id, "row": REQUEST_ROW}
         )
         async for entity in entities:
-            return _from_entity(entity)
+            return record_from_entity(entity)
         return None
 
     async def records(self, selection: Selection) -> list[LedgerRecord]:
@@ -72,7 +73,7 @@ class OpsStore:
         query_filter, parameters = selection.odata()
         records = []
         async for entity in self.table.query_entities(query_filter, parameters=parameters):
-            record = _from_entity(entity)
+            record = record_from_entity(entity)
             if selection.admits(record):
                 records.append(record)
         return records

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ops.selection import FINAL_STATUSES, last_event_data
-from shared.ledger import LedgerRecord, iso
+from shared.core.clock import iso
+from shared.core.lifecycle import LedgerRecord
 
 AUDIT_FIELDS = (
     "createdAt",

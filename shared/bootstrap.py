@@ -1,4 +1,7 @@
-"""The composition root: real adapters built from settings, once per process, on first use."""
+"""The composition root: settings parsed once, real adapters built from them once per process.
+
+The only module besides the adapters that knows which adapter implements which port.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.events import QueueEventPublisher
-from shared.intune import MsGraphIntuneGateway
-from shared.ledger import TableLedger, utcnow
-from shared.ratelimit import BudgetLimits, GraphBudget
+from shared.adapters.graph import MsGraphIntuneGateway
+from shared.adapters.graph_budget import BudgetLimits, GraphBudget
+from shared.adapters.health import RuntimeHealthProbe
+from shared.adapters.ledger import TableLedger
+from shared.adapters.storage import QueueWorkScheduler, StorageClients, StorageQueue
+from shared.api.services import ApiServices
+from shared.core.clock import utcnow
+from shared.core.lifecycle import Policy
 from shared.settings import POISON_SUFFIX, Settings, load_settings
-from shared.storage import QueueWorkScheduler, StorageClients
-from shared.workflow import Policy, Services
+from shared.workflow.services import Services
 
 log = logging.getLogger("passcode_reset")
 
@@ -23,6 +29,7 @@ log = logging.getLogger("passcode_reset")
 class Runtime:
     settings: Settings
     services: Services
+    api: ApiServices
     storage: StorageClients
     gateway: MsGraphIntuneGateway
 
@@ -63,8 +70,7 @@ def build_gateway(settings: Settings) -> MsGraphIntuneGateway:
     return MsGraphIntuneGateway.with_credential(settings.graph_base_url, credential, budget=budget)
 
 
-async def build_runtime(env: Mapping[str, str]) -> Runtime:
-    settings = load_settings(env)
+async def build_runtime(settings: Settings) -> Runtime:
     storage = StorageClients(settings)
     await storage.ensure(
         [
@@ -77,34 +83,65 @@ async def build_runtime(env: Mapping[str, str]) -> Runtime:
         [settings.ledger_table],
     )
     gateway = build_gateway(settings)
+    ledger = TableLedger(storage.table(settings.ledger_table))
+    requests_queue = StorageQueue(storage.queue(settings.requests_queue), settings.requests_queue)
+    policy = policy_from(settings)
     services = Services(
         gateway=gateway,
-        ledger=TableLedger(storage.table(settings.ledger_table)),
-        publisher=QueueEventPublisher(storage.queue(settings.results_queue)),
-        scheduler=QueueWorkScheduler(storage.queue(settings.requests_queue), storage.queue(settings.followups_queue)),
+        ledger=ledger,
+        publisher=StorageQueue(storage.queue(settings.results_queue), settings.results_queue),
+        scheduler=QueueWorkScheduler(
+            requests_queue, StorageQueue(storage.queue(settings.followups_queue), settings.followups_queue)
+        ),
         clock=utcnow,
-        policy=policy_from(settings),
+        policy=policy,
+    )
+    api = ApiServices(
+        ledger=ledger,
+        requests_queue=requests_queue,
+        gateway=gateway,
+        clock=utcnow,
+        policy=policy,
+        health=RuntimeHealthProbe(
+            storage.table(settings.ledger_table), storage.queue(settings.requests_queue), gateway
+        ),
+        require_roles=settings.auth_require_roles,
+        allow_passcode_reveal=settings.allow_passcode_reveal,
     )
     log.info("runtime ready", extra={"settings": repr(settings)})
-    return Runtime(settings=settings, services=services, storage=storage, gateway=gateway)
+    return Runtime(settings=settings, services=services, api=api, storage=storage, gateway=gateway)
 
 
 class LazyRuntime:
-    """One Runtime per process and event loop, built on the first invocation.
+    """One Runtime per process and event loop, built on the first invocation from the settings
+    parsed at start-up.
 
     Settings are validated at import by `validate_environment` (a clear start-up error naming the
-    setting); the clients are created lazily because they bind to the running event loop.
+    setting) and parsed again only when the environment changed (the devstack host restarted
+    in-process with other settings); the clients are created lazily because they bind to the
+    running event loop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self._env = os.environ if env is None else env
+        self._settings: Settings | None = None
+        self._env_key: int | None = None
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
 
+    def settings(self) -> Settings:
+        """The settings, parsed once per distinct environment."""
+        key = hash(frozenset(self._env.items()))
+        if self._settings is None or key != self._env_key:
+            self._settings, self._env_key = load_settings(self._env), key
+        return self._settings
+
     async def get(self) -> Runtime:
         loop = asyncio.get_running_loop()
+        settings = self.settings()
         if self._runtime is not None and self._loop is loop:
-            if self._runtime.settings == load_settings(os.environ):
+            if self._runtime.settings is settings:
                 return self._runtime
             await self._runtime.aclose()  # settings changed (a dev host restarted in-process)
             self._runtime = None
@@ -114,7 +151,7 @@ class LazyRuntime:
             self._runtime = None
         async with self._lock:
             if self._runtime is None:
-                self._runtime = await build_runtime(os.environ)
+                self._runtime = await build_runtime(settings)
             return self._runtime
 
     async def aclose(self) -> None:

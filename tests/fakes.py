@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import StorageConflict
-from shared.intune import ActionResult, IntuneDevice
-from shared.ledger import DeviceClaim, LedgerRecord
-from shared.platforms import Action
-from shared.workflow import Policy, Services
+from shared.core.device import ActionResult, IntuneDevice
+from shared.core.errors import StorageConflict
+from shared.core.lifecycle import DeviceClaim, LedgerRecord, Policy
+from shared.core.platforms import Action
+from shared.workflow import Services
 
 
 class ManualClock:

@@ -24,8 +24,10 @@ from azure.data.tables.aio import TableClient
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV2SpecValidator
 
-from shared.contract import ResetRequest
-from shared.ledger import QUEUED, LedgerRecord, TableLedger, utcnow
+from shared.adapters.ledger import TableLedger
+from shared.core.clock import utcnow
+from shared.core.contract import ResetRequest
+from shared.core.lifecycle import LedgerRecord, State
 from tests.plugins.product import ProductFactory, ProductStack
 from tests.plugins.stack import TEST_FUNCTION_KEY
 
@@ -201,7 +203,8 @@ async def test_repeat_of_a_request_still_queued_enqueues_it_again(product_stack:
         request = ResetRequest.model_validate(reset("HTTP-LOST", dryRun=True))
         now = utcnow()
         async with ledger(client.stack) as records:
-            await records.create(LedgerRecord("HTTP-LOST", request.payload_hash(), request.to_json(), QUEUED, now, now))
+            lost = LedgerRecord("HTTP-LOST", request.payload_hash(), request.to_json(), State.QUEUED, now, now)
+            await records.create(lost)
         await client.stack.settle(0.5)
         assert client.stack.of("HTTP-LOST") == []
         answer = await client.submit(reset("HTTP-LOST", dryRun=True))

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from devstack.host import JsonFormatter
-from shared import telemetry
+from shared.observability import telemetry
 from tests.plugins.product import ProductFactory, ProductStack
 from tests.plugins.stack import TEST_FUNCTION_KEY
 from tests.plugins.telemetry import Captured, hex_id

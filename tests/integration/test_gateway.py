@@ -8,9 +8,9 @@ import pytest
 import pytest_asyncio
 
 from devstack.simulator.server import RunningSimulator
-from shared.errors import ActionOutcomeUnknown, GraphPermanentError, GraphTransientError
-from shared.intune import MsGraphIntuneGateway
-from shared.platforms import Action, Platform, classify
+from shared.adapters.graph import MsGraphIntuneGateway
+from shared.core.errors import ActionOutcomeUnknown, GraphPermanentError, GraphTransientError
+from shared.core.platforms import Action, Platform, classify
 
 ADELE = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"  # personal work profile, Android 14
 KIOSK = "00e958d3-baee-4e0f-8544-e8144f9672c4"  # Android Enterprise dedicated

@@ -12,8 +12,10 @@ import pytest_asyncio
 from azure.data.tables.aio import TableServiceClient
 
 from devstack.azurite import Azurite
-from shared.errors import StorageConflict
-from shared.ledger import PROCESSING, LedgerRecord, TableLedger, utcnow
+from shared.adapters.ledger import TableLedger
+from shared.core.clock import utcnow
+from shared.core.errors import StorageConflict
+from shared.core.lifecycle import LedgerRecord, State
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -27,7 +29,7 @@ async def ledger(azurite: Azurite) -> AsyncIterator[TableLedger]:
 
 def record(request_id: str) -> LedgerRecord:
     now = utcnow()
-    return LedgerRecord(request_id=request_id, payload_hash="h1", request_json="{}", state=PROCESSING,
+    return LedgerRecord(request_id=request_id, payload_hash="h1", request_json="{}", state=State.PROCESSING,
                         created_at=now, updated_at=now, requested_by="desk@contoso.com")
 
 

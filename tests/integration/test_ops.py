@@ -24,9 +24,11 @@ from azure.storage.queue.aio import QueueServiceClient
 
 import ops
 from devstack.azurite import ACCOUNT_KEY, Azurite
-from shared.errors import GraphTransientError
-from shared.ledger import TableLedger, iso, utcnow
-from shared.workflow import Policy, Services, handle_followup, handle_request, handle_request_poison
+from shared.adapters.ledger import TableLedger
+from shared.core.clock import iso, utcnow
+from shared.core.errors import GraphTransientError
+from shared.core.lifecycle import Policy
+from shared.workflow import Services, handle_followup, handle_request, handle_request_poison
 from tests.fakes import FakeGateway, ListPublisher, ListScheduler, ManualClock, device
 
 ADELE = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from devstack.simulator.server import RunningSimulator
-from shared.errors import GraphBudgetExhausted, GraphTransientError
-from shared.intune import MsGraphIntuneGateway
-from shared.platforms import Action
-from shared.ratelimit import BudgetLimits, GraphBudget
+from shared.adapters.graph import MsGraphIntuneGateway
+from shared.adapters.graph_budget import BudgetLimits, GraphBudget
+from shared.core.errors import GraphBudgetExhausted, GraphTransientError
+from shared.core.platforms import Action
 from tests.plugins.product import ProductFactory
 
 ADELE = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"  # seeded: Android 14 personal work profile

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.contract import MAX_MESSAGE_BYTES
+from shared.core.contract import MAX_MESSAGE_BYTES
 
 Expect = Literal["invalid", "not_found", "ambiguous", "user_mismatch"]
 REASON_CODE: dict[Expect, str] = {

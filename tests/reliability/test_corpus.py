@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shared.contract import InvalidRequest, parse_request_message
+from shared.core.contract import InvalidRequest, parse_request_message
 from tests.plugins.product import ProductFactory
 from tests.plugins.stack import TEST_FUNCTION_KEY
 from tests.reliability.checks import (

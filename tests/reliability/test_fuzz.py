@@ -24,7 +24,7 @@ import aiohttp
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from shared.contract import GUID_PATTERN, REQUEST_ID_PATTERN, InvalidRequest, ResetRequest, parse_request_message
+from shared.core.contract import GUID_PATTERN, REQUEST_ID_PATTERN, InvalidRequest, ResetRequest, parse_request_message
 from tests.plugins.product import ProductFactory
 from tests.plugins.stack import TEST_FUNCTION_KEY
 from tests.reliability.checks import (

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from devstack.host import HttpTriggerBinding
-from shared.auth import Role
+from shared.api.auth import Role
 from tests.plugins.product import ProductFactory, ProductStack
 from tests.plugins.stack import TEST_FUNCTION_KEY
 

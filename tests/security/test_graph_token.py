@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from shared.intune import StaticTokenProvider
+from shared.adapters.graph import StaticTokenProvider
 from shared.settings import SettingsError, load_settings
 
 TOKEN = "st4tic-T0KEN-n3ver-l0gged"

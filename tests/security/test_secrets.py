@@ -16,9 +16,9 @@ import pytest
 from bench.soak import find_leaks
 from devstack.azurite import ACCOUNT_KEY
 from devstack.host import JsonFormatter
-from shared.errors import GraphError
-from shared.intune import MsGraphIntuneGateway
-from shared.platforms import Action
+from shared.adapters.graph import MsGraphIntuneGateway
+from shared.core.errors import GraphError
+from shared.core.platforms import Action
 from shared.settings import load_settings
 from tests.plugins.product import ProductFactory
 from tests.plugins.stack import TEST_FUNCTION_KEY

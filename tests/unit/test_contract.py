@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.contract import MAX_MESSAGE_BYTES, InvalidRequest, ResetRequest, parse_request_message
+from shared.core.contract import MAX_MESSAGE_BYTES, InvalidRequest, ResetRequest, parse_request_message
 
 GUID = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"
 

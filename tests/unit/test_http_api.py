@@ -12,20 +12,16 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ServiceRequestError
 
-from shared.auth import FUNCTION_KEY_CALLER, Caller, Denied, Role, authorize, read_client_principal
-from shared.contract import ResetRequest
-from shared.http_api import (
-    ApiServices,
-    CheckState,
-    HttpAnswer,
-    HttpCall,
-    check_health,
-    get_reset_status,
-    graph_check_state,
-    reveal_passcode,
-    submit_reset,
-)
-from shared.ledger import QUEUED
+from shared.adapters.health import graph_check_state
+from shared.api.auth import FUNCTION_KEY_CALLER, Caller, Denied, Role, authorize, read_client_principal
+from shared.api.health import check_health
+from shared.api.http import HttpAnswer, HttpCall
+from shared.api.resets import get_reset_status, reveal_passcode, submit_reset
+from shared.api.services import ApiServices
+from shared.core.contract import ResetRequest
+from shared.core.errors import StorageUnavailable
+from shared.core.lifecycle import State
+from shared.ports import CheckState
 from shared.workflow import handle_followup, handle_request
 from tests.fakes import Harness, device, harness
 
@@ -140,7 +136,7 @@ async def test_submit_records_the_request_as_queued_and_enqueues_it() -> None:
     assert answer.json() == {"requestId": "REQ-1", "status": "queued", "statusUrl": f"{BASE}/resets/REQ-1"}
     assert answer.headers["Location"] == f"{BASE}/resets/REQ-1" and answer.headers["Retry-After"] == "2"
     record = api.h.ledger.records["REQ-1"]
-    assert record.state == QUEUED and record.requested_by == "flow@contoso.com"
+    assert record.state is State.QUEUED and record.requested_by == "flow@contoso.com"
     assert [json.loads(m) for m in api.queue.messages] == [json.loads(record.request_json)]
 
 
@@ -178,7 +174,7 @@ async def test_processing_and_acting_are_reported_as_processing() -> None:
     await api.post(reset())
     for state in ("processing", "acting"):
         record = api.h.ledger.records["REQ-1"]
-        api.h.ledger.records["REQ-1"] = replace(record, state=state)
+        api.h.ledger.records["REQ-1"] = replace(record, state=State(state))
         answer = await api.get("REQ-1")
         assert answer.status == 202 and answer.json()["status"] == "processing"
 
@@ -273,7 +269,9 @@ async def test_storage_failure_is_a_503_without_details() -> None:
     api = make_api()
 
     async def broken(*_: Any) -> None:
-        raise ServiceRequestError("cannot reach http://10.0.0.7:10002/devstoreaccount1 AccountKey=abc")
+        # The ledger port's failure (the table adapter wraps every Azure SDK error in it); its text
+        # carries a host and a key, which the answer must not echo.
+        raise StorageUnavailable("cannot reach http://10.0.0.7:10002/devstoreaccount1 AccountKey=abc")
 
     api.h.ledger.create = broken  # type: ignore[method-assign]
     answer = await api.post(reset())

@@ -11,8 +11,9 @@ import jsonschema
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV2SpecValidator
 
-from shared.http_api import HttpCall, openapi_answer
-from shared.openapi import OPENAPI_DIR, OPENAPI_FILE, PLACEHOLDER_HOST, openapi_document, render
+from shared.api.http import HttpCall
+from shared.api.openapi import PLACEHOLDER_HOST, openapi_answer, openapi_document, render
+from tools.openapi import OPENAPI_DIR, OPENAPI_FILE
 
 OPERATIONS = {"SubmitPasscodeReset", "GetPasscodeReset", "RevealPasscode", "GetOpenApiDocument", "GetHealth"}
 
@@ -35,7 +36,7 @@ def walk(node: Any) -> Iterator[dict[str, Any]]:
 
 def test_committed_openapi_document_matches_the_models() -> None:
     committed = (OPENAPI_DIR / OPENAPI_FILE).read_text(encoding="utf-8")
-    assert committed == render(openapi_document()), f"openapi/{OPENAPI_FILE} is stale: run python -m shared.openapi"
+    assert committed == render(openapi_document()), f"openapi/{OPENAPI_FILE} is stale: run python -m tools.openapi"
 
 
 def test_document_is_valid_swagger_2() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.platforms import MATRIX, Action, DeviceTraits, Platform, Scope, choose_action, parse_version
+from shared.core.platforms import MATRIX, Action, DeviceTraits, Platform, Scope, choose_action, parse_version
 
 
 def traits(os: str | None, version: str | None = "14", device_type: str | None = None,

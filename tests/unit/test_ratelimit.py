@@ -10,11 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.adapters.graph_budget import (
+    BudgetLimits,
+    GraphBudget,
+    GraphBudgetExhausted,
+    SlidingBudget,
+    budget_exhausted,
+)
 from shared.bootstrap import graph_budget
-from shared.errors import GraphTransientError
-from shared.ratelimit import BudgetLimits, GraphBudget, GraphBudgetExhausted, SlidingBudget, budget_exhausted
+from shared.core.errors import GraphTransientError
+from shared.core.lifecycle import Policy
 from shared.settings import SettingsError, load_settings
-from shared.workflow import Policy, handle_request
+from shared.workflow import handle_request
 from tests.fakes import device, harness
 
 BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jsonschema
 
-from shared.schemas import SCHEMA_DIR, render, schemas
+from tools.schemas import SCHEMA_DIR, render, schemas
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -15,7 +15,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 def test_committed_schemas_match_the_models() -> None:
     for name, schema in schemas().items():
         committed = (SCHEMA_DIR / name).read_text(encoding="utf-8")
-        assert committed == render(schema), f"schemas/{name} is stale: run python -m shared.schemas"
+        assert committed == render(schema), f"schemas/{name} is stale: run python -m tools.schemas"
 
 
 def test_every_sample_request_validates_against_the_request_schema() -> None:

@@ -20,8 +20,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from shared import logs, telemetry
-from shared.contract import (
+from shared.adapters.graph_transport import GraphDependencyTransport
+from shared.core.clock import utcnow
+from shared.core.contract import (
     ReasonCode,
     ResetRequest,
     Status,
@@ -29,10 +30,9 @@ from shared.contract import (
     read_request_message,
     trace_members,
 )
-from shared.errors import GraphTransientError
-from shared.events import build_event, event_json
-from shared.graph_transport import GraphDependencyTransport
-from shared.ledger import utcnow
+from shared.core.errors import GraphTransientError
+from shared.core.events import build_event, event_json
+from shared.observability import logs, telemetry
 from shared.settings import SettingsError
 from shared.workflow import handle_followup, handle_request
 from tests.fakes import Harness, device, harness
@@ -143,7 +143,7 @@ def test_malformed_telemetry_settings_fail_naming_the_setting(name: str, value: 
 def test_without_a_connection_string_the_app_configures_nothing_and_never_imports_azure_monitor() -> None:
     script = (
         "import sys, function_app\n"
-        "from shared import telemetry\n"
+        "from shared.observability import telemetry\n"
         "assert not telemetry.is_enabled()\n"
         "loaded = sorted(m for m in sys.modules if m.startswith(('azure.monitor', 'opentelemetry.sdk')))\n"
         "assert not loaded, loaded\n"
@@ -194,7 +194,7 @@ def test_with_a_connection_string_azure_monitor_is_configured_with_the_managed_i
 def test_the_real_distro_configures_with_kiota_spans_off_and_the_app_logger_exported(tmp_path: Path) -> None:
     script = (
         "import logging, sys\n"
-        "from shared import telemetry\n"
+        "from shared.observability import telemetry\n"
         "assert telemetry.configure_from_environment()\n"
         "from opentelemetry import trace\n"
         "assert type(trace.get_tracer_provider()).__module__.startswith('opentelemetry.sdk')\n"

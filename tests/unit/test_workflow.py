@@ -6,10 +6,10 @@ import asyncio
 import json
 from typing import Any
 
-from shared.errors import ActionOutcomeUnknown, GraphPermanentError, GraphTransientError
-from shared.platforms import Action
+from shared.core.errors import ActionOutcomeUnknown, GraphPermanentError, GraphTransientError
+from shared.core.lifecycle import Policy
+from shared.core.platforms import Action
 from shared.workflow import (
-    Policy,
     handle_followup,
     handle_followup_poison,
     handle_request,

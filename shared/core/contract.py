@@ -81,9 +81,7 @@ class DeviceRef(BaseModel):
 
     intuneDeviceId: Guid | None = None
     azureAdDeviceId: Guid | None = None
-    serialNumber: (
-        Annotated[str, Field(min_length=1, max_length=128, pattern=_SERIAL_NUMBER)] | None
-    ) = None
+    serialNumber: Annotated[str, Field(min_length=1, max_length=128, pattern=_SERIAL_NUMBER)] | None = None
     imei: Annotated[str, Field(pattern=r"^[0-9]{14,16}$")] | None = None
 
     @model_validator(mode="after")

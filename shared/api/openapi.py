@@ -6,7 +6,7 @@ Pydantic emits JSON Schema 2020-12; Swagger 2.0 schemas are an older subset, so 
 converted: `anyOf [X, null]` becomes X with `x-nullable: true`, `oneOf` becomes prose, null defaults
 and generated titles go, and Power Platform's `x-ms-summary` / `x-ms-visibility` are added.
 
-`python -m shared.openapi` rewrites openapi/apiDefinition.swagger.json (placeholder host); a test
+`python -m tools.openapi` rewrites openapi/apiDefinition.swagger.json (placeholder host); a test
 keeps that committed copy current. The served copy (`GET /api/openapi.json`) names the real host.
 """
 
@@ -15,26 +15,17 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from shared.contract import IDENTIFIER_KINDS, MAX_MESSAGE_BYTES, REQUEST_ID_PATTERN, OutcomeData, ResetRequest
-from shared.http_api import (
-    IN_PROGRESS_RETRY_AFTER,
-    PROBLEM_JSON,
-    PROBLEM_TYPE_PREFIX,
-    HealthReport,
-    PasscodeReveal,
-    Problem,
-    ResetAccepted,
-)
+from shared.api.http import PROBLEM_JSON, PROBLEM_TYPE_PREFIX, HttpAnswer, HttpCall, base_path, json_answer
+from shared.api.models import HealthReport, PasscodeReveal, Problem, ResetAccepted
+from shared.api.resets import IN_PROGRESS_RETRY_AFTER
+from shared.core.contract import IDENTIFIER_KINDS, MAX_MESSAGE_BYTES, REQUEST_ID_PATTERN, OutcomeData, ResetRequest
 
-OPENAPI_DIR = Path(__file__).resolve().parent.parent / "openapi"
-OPENAPI_FILE = "apiDefinition.swagger.json"
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
 API_VERSION = "1.0.0"
 
@@ -400,12 +391,9 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def main() -> int:
-    OPENAPI_DIR.mkdir(exist_ok=True)
-    (OPENAPI_DIR / OPENAPI_FILE).write_text(render(openapi_document()), encoding="utf-8")
-    print(f"wrote openapi/{OPENAPI_FILE}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def openapi_answer(call: HttpCall) -> HttpAnswer:
+    """The OpenAPI 2.0 document with `host`, `schemes` and `basePath` of the URL it was served at."""
+    parts = urlsplit(call.url)
+    prefix = base_path(parts.path, trailing_segments=1)
+    document = openapi_document(host=parts.netloc, scheme=parts.scheme or "https", base_path=prefix or "/")
+    return json_answer(200, document)

@@ -9,7 +9,7 @@ Tests turn it on with their own providers (`enable`), e.g. in-memory exporters.
 What is recorded (docs/decisions/0009-trace-context.md):
 - one span per invocation: SERVER for HTTP routes, CONSUMER for queue messages (App Insights `requests`);
 - INTERNAL spans for the workflow steps: resolve, classify, act, publish, confirm;
-- one CLIENT span per Graph HTTP call (shared/graph_transport.py), so App Insights lists it under
+- one CLIENT span per Graph HTTP call (shared/adapters/graph_transport.py), so App Insights lists it under
   `dependencies` with the HTTP status as `resultCode`;
 - counters: `passcode_reset.outcomes` (status, platform, reason), `passcode_reset.graph.throttled`
   (Graph 429 answers), `passcode_reset.deferrals` (cause).
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from shared import logs
-from shared.contract import trace_members
+from shared.core.contract import trace_members
+from shared.observability import logs
 from shared.settings import SettingsError
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from shared.errors import GraphBudgetExhausted
+from shared.core.errors import GraphBudgetExhausted
 
 __all__ = ["BudgetLimits", "GraphBudget", "GraphBudgetExhausted", "SlidingBudget"]
 

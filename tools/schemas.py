@@ -1,6 +1,6 @@
 """JSON Schemas of the request and the outcome event, generated from the contract models.
 
-`python -m shared.schemas` rewrites schemas/*.json; a test keeps the committed copies current.
+`python -m tools.schemas` rewrites schemas/*.json; a test keeps the committed copies current.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.contract import OutcomeEvent, ResetRequest
+from shared.core.contract import OutcomeEvent, ResetRequest
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

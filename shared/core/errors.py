@@ -1,4 +1,4 @@
-"""The small error taxonomy the workflow maps to retry-or-publish, in one place."""
+"""The small error taxonomy the lifecycle (shared/core/lifecycle.py) maps to retry-or-publish, in one place."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class GraphTransientError(GraphError):
 
 
 class GraphBudgetExhausted(GraphTransientError):
-    """The app's own Graph budget (shared/ratelimit.py) refused the call: nothing was sent, so it is
+    """The app's own Graph budget (shared/adapters/graph_budget.py) refused the call: nothing was sent, so it is
     no attempt at an action. Status 429 is what Intune would have answered."""
 
 
@@ -38,3 +38,13 @@ class ActionOutcomeUnknown(GraphError):
 
 class StorageConflict(Exception):
     """Optimistic concurrency lost: the ledger record changed since it was read."""
+
+
+class StorageUnavailable(Exception):
+    """Storage (queues, the ledger table) did not answer or failed: the operation may be retried.
+    The storage adapters raise it for every failure that is not a concurrency conflict; messages
+    name the operation, never a URL or a key."""
+
+
+class TooManyCandidates(GraphPermanentError):
+    """The identifier filter matched (or Graph ignored it and returned) too many devices to verify."""

@@ -1,13 +1,13 @@
-"""Outcome events: CloudEvents 1.0 JSON built from the contract models, published to a queue."""
+"""Outcome events: CloudEvents 1.0 JSON built from the contract models (docs/contract.md#outcome-events)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
 
-from shared.contract import (
+from shared.core.clock import iso
+from shared.core.contract import (
     EVENT_TYPE_PREFIX,
     EventDevice,
     EventReason,
@@ -17,7 +17,6 @@ from shared.contract import (
     ResetRequest,
     Status,
 )
-from shared.ledger import iso
 
 # Namespace for event ids derived from a message (events that have no ledger record to live in).
 _EVENT_NAMESPACE = uuid.UUID("0f6f2a0e-3f53-4c3a-9a59-6f1a3c7e2b11")
@@ -76,17 +75,3 @@ def event_json(event: OutcomeEvent) -> str:
     # Extension attributes are left out rather than null when there is no trace context.
     absent = {name for name in ("traceparent", "tracestate") if getattr(event, name) is None}
     return event.model_dump_json(exclude=absent)
-
-
-class EventPublisher(Protocol):
-    async def publish(self, event_json: str) -> None: ...
-
-
-class QueueEventPublisher:
-    """Writes each event as a plain UTF-8 JSON message on the results queue."""
-
-    def __init__(self, queue_client: Any) -> None:
-        self._queue = queue_client
-
-    async def publish(self, event_json: str) -> None:
-        await self._queue.send_message(event_json)

@@ -1,4 +1,5 @@
-"""IntuneGateway: the Graph calls of SPEC section 8, over msgraph-sdk, with the error taxonomy.
+"""The Graph adapter: the `IntuneGateway` port (shared/ports.py) over msgraph-sdk, with the error
+taxonomy of shared/core/errors.py. Which calls and why: docs/contract.md#graph-traffic-and-permissions.
 
 Devices are read from Graph beta as raw JSON through the SDK's request adapter (auth, middleware,
 error mapping) because the v1.0 models lack `deviceType` and silently turn the Android Enterprise
@@ -6,21 +7,17 @@ enrollment types into None. Actions go through the typed v1.0 request builders. 
 retry handler is switched off for every call: a retried action POST after a 504 could reset a
 device twice, and throttled work is deferred on the queue instead of holding a worker.
 
-Every call takes a slot of the process's `GraphBudget` (shared/ratelimit.py) in the HTTP
-transport (shared/budget_transport.py), and a 429 pauses the whole budget. msgraph-sdk, kiota-http
+Every call takes a slot of the process's `GraphBudget` (shared/adapters/graph_budget.py) in the HTTP
+transport (shared/adapters/graph_transport.py), and a 429 pauses the whole budget. msgraph-sdk, kiota-http
 and httpx are imported when the first gateway is built, not with this module: an instance that
 never calls Graph (the HTTP API's status routes) does not pay for them at start-up.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from kiota_abstractions.api_error import APIError
@@ -31,9 +28,17 @@ from kiota_abstractions.authentication import (
     BaseBearerTokenAuthenticationProvider,
 )
 
-from shared.errors import ActionOutcomeUnknown, GraphError, GraphPermanentError, GraphTransientError
-from shared.platforms import Action, DeviceTraits
-from shared.ratelimit import GraphBudget
+from shared.adapters.graph_budget import GraphBudget
+from shared.adapters.retry_after import parse_retry_after
+from shared.core.device import ActionResult, IntuneDevice
+from shared.core.errors import (
+    ActionOutcomeUnknown,
+    GraphError,
+    GraphPermanentError,
+    GraphTransientError,
+    TooManyCandidates,
+)
+from shared.core.platforms import Action
 
 if TYPE_CHECKING:
     import httpx
@@ -52,86 +57,11 @@ DEVICE_FIELDS = (
     "imei",
     "azureADDeviceId",
 )
-# Graph property used in $filter for each request identifier kind (SPEC section 5).
+# Graph property used in $filter for each request identifier kind (docs/contract.md#device-resolution).
 FILTER_PROPERTY = {"serialNumber": "serialNumber", "imei": "imei", "azureAdDeviceId": "azureADDeviceId"}
 PAGE_SIZE = 100
 MAX_PAGES = 10
 TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
-
-
-@dataclass(frozen=True)
-class IntuneDevice:
-    id: str
-    name: str | None
-    operating_system: str | None
-    os_version: str | None
-    device_type: str | None
-    enrollment_type: str | None
-    management_agent: str | None
-    owner_type: str | None
-    user_principal_name: str | None
-    serial_number: str | None
-    imei: str | None
-    azure_ad_device_id: str | None
-
-    @classmethod
-    def from_graph(cls, doc: dict[str, Any]) -> IntuneDevice:
-        def text(name: str) -> str | None:
-            value = doc.get(name)
-            return value if isinstance(value, str) and value != "" else None
-
-        return cls(
-            id=str(doc.get("id", "")),
-            name=text("deviceName"),
-            operating_system=text("operatingSystem"),
-            os_version=text("osVersion"),
-            device_type=text("deviceType"),
-            enrollment_type=text("deviceEnrollmentType"),
-            management_agent=text("managementAgent"),
-            owner_type=text("managedDeviceOwnerType"),
-            user_principal_name=text("userPrincipalName"),
-            serial_number=text("serialNumber"),
-            imei=text("imei"),
-            azure_ad_device_id=text("azureADDeviceId"),
-        )
-
-    @property
-    def traits(self) -> DeviceTraits:
-        return DeviceTraits(
-            operating_system=self.operating_system,
-            os_version=self.os_version,
-            device_type=self.device_type,
-            enrollment_type=self.enrollment_type,
-            management_agent=self.management_agent,
-        )
-
-    def matches(self, kind: str, value: str) -> bool:
-        """Client-side verification of a $filter match: Graph ignores filters it does not support."""
-        if kind == "intuneDeviceId":
-            return self.id.lower() == value.lower()
-        if kind == "azureAdDeviceId":
-            return (self.azure_ad_device_id or "").lower() == value.lower()
-        if kind == "serialNumber":
-            return (self.serial_number or "").strip().casefold() == value.strip().casefold()
-        if kind == "imei":
-            return "".join(ch for ch in (self.imei or "") if ch.isdigit()) == value
-        return False
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    action_name: str
-    state: str  # none, pending, canceled, active, done, failed, notSupported
-    started_at: datetime | None
-    last_updated_at: datetime | None
-    passcode: str | None = field(default=None, repr=False)  # secret: never logged or stored
-
-
-class IntuneGateway(Protocol):
-    async def get_device(self, device_id: str) -> IntuneDevice | None: ...
-    async def find_devices(self, kind: str, value: str) -> list[IntuneDevice]: ...
-    async def perform(self, device_id: str, action: Action) -> None: ...
-    async def action_results(self, device_id: str) -> list[ActionResult]: ...
 
 
 class StaticTokenProvider(AccessTokenProvider):
@@ -163,8 +93,7 @@ class MsGraphIntuneGateway:
         from msgraph.graph_request_adapter import GraphRequestAdapter
         from msgraph_core import GraphClientFactory
 
-        from shared.budget_transport import BudgetTransport
-        from shared.graph_transport import GraphDependencyTransport
+        from shared.adapters.graph_transport import BudgetTransport, GraphDependencyTransport
 
         self._base = base_url.rstrip("/")
         self.budget = budget or GraphBudget()
@@ -329,10 +258,6 @@ class MsGraphIntuneGateway:
         return urlsplit(url).netloc == urlsplit(self._base).netloc
 
 
-class TooManyCandidates(GraphPermanentError):
-    """The identifier filter matched (or Graph ignored it and returned) too many devices to verify."""
-
-
 def _map_api_error(exc: APIError, *, is_action: bool) -> GraphError:
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
@@ -355,31 +280,3 @@ def _map_api_error(exc: APIError, *, is_action: bool) -> GraphError:
     if status in TRANSIENT_STATUSES:
         return GraphTransientError(detail, status=status, code=code, retry_after=retry_after)
     return GraphPermanentError(detail, status=status, code=code)
-
-
-def parse_retry_after(value: Any) -> float | None:
-    """Retry-After as seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
-    if isinstance(value, list | tuple):
-        value = value[0] if value else None
-    if value is None:
-        return None
-    text = str(value).strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
-
-
-def latest_result(results: Sequence[ActionResult], action: Action, since: datetime) -> ActionResult | None:
-    """The result of `action` started at or after `since` (Intune keeps one result per action)."""
-    candidates = [
-        r
-        for r in results
-        if r.action_name.lower() == action.graph_name.lower() and r.started_at is not None and r.started_at >= since
-    ]
-    return max(candidates, key=lambda r: r.started_at or since, default=None)

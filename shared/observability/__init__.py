@@ -1,0 +1,1 @@
+"""Structured logs and OpenTelemetry (Application Insights when configured)."""

@@ -1,0 +1,63 @@
+"""Every interface the use cases (shared/workflow/, shared/api/) need from the outside world.
+
+The adapters in shared/adapters/ implement them over Azure Storage and Microsoft Graph; the unit
+tests implement them with plain in-memory fakes (tests/fakes.py). Types only: nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from shared.core.device import ActionResult, IntuneDevice
+from shared.core.lifecycle import DeviceClaim, LedgerRecord
+from shared.core.platforms import Action
+
+
+class IntuneGateway(Protocol):
+    """The Graph calls of docs/contract.md#graph-traffic-and-permissions, mapped to shared/core/errors.py."""
+
+    async def get_device(self, device_id: str) -> IntuneDevice | None: ...
+    async def find_devices(self, kind: str, value: str) -> list[IntuneDevice]: ...
+    async def perform(self, device_id: str, action: Action) -> None: ...
+    async def action_results(self, device_id: str) -> list[ActionResult]: ...
+
+
+class Ledger(Protocol):
+    """One record per requestId, written conditionally (`StorageConflict` on a lost race), and one
+    cooldown claim per device."""
+
+    async def get(self, request_id: str) -> LedgerRecord | None: ...
+    async def create(self, record: LedgerRecord) -> LedgerRecord: ...
+    async def replace(self, record: LedgerRecord) -> LedgerRecord: ...
+    async def claim_device(self, device_id: str, request_id: str, now: datetime, window: timedelta) -> DeviceClaim: ...
+    async def release_device(self, device_id: str, request_id: str) -> None: ...
+
+
+class EventPublisher(Protocol):
+    """The results queue: one outcome event (CloudEvents JSON) per call."""
+
+    async def publish(self, event_json: str) -> None: ...
+
+
+class WorkScheduler(Protocol):
+    """Work for later: a request back on its queue, a confirmation check on the follow-up queue."""
+
+    async def requeue_request(self, body: str, delay_seconds: int) -> None: ...
+    async def schedule_followup(self, body: str, delay_seconds: int) -> None: ...
+
+
+class MessageQueue(Protocol):
+    """A queue to send to (the request queue, for the HTTP API and the ops CLI)."""
+
+    async def send_message(self, content: str) -> Any: ...
+
+
+CheckState = Literal["ok", "unreachable", "unauthorized", "unavailable"]
+
+
+class HealthProbe(Protocol):
+    """Cheap reads that prove each dependency answers; results are words, never error texts."""
+
+    async def storage(self) -> CheckState: ...
+    async def graph(self) -> CheckState: ...

@@ -1,0 +1,1 @@
+"""Build-time writers (JSON Schemas, the OpenAPI document). Not deployed (.funcignore)."""
