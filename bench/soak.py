@@ -1,4 +1,4 @@
-"""`python -m bench.soak --requests 5000`: the fault soak of issue 7 (SPEC section 6 guarantees).
+"""`python -m bench.soak --requests 5000`: the fault soak of issue 7 (docs/contract.md#guarantees).
 
 Starts Azurite with on-disk persistence (a temporary `--location`), the Intune Graph simulator and
 the devstack host (`bench.soak_host`) as child processes, gives every request its own simulator

@@ -149,8 +149,8 @@ def host_args(host_json: Path, settings_file: Path) -> list[str]:
 def host_environment(
     azurite: Azurite, graph_url: str, base: Mapping[str, str] | None = None, **overrides: str
 ) -> dict[str, str]:
-    """The process environment (`base`, default os.environ) with the app settings of SPEC section 2
-    for a host on this stack, as the Functions host exports them to its worker."""
+    """The process environment (`base`, default os.environ) with the app settings
+    (docs/contract.md#settings) for a host on this stack, as the Functions host exports them to its worker."""
     source = os.environ if base is None else base
     env = {key: value for key, value in source.items() if not key.startswith(("RESET_", "GRAPH_"))}
     env.update(

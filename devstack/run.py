@@ -40,7 +40,7 @@ from devstack.settings import SettingsError, load_settings
 LOG_DIR = PROJECT_ROOT / ".devstack" / "logs"
 DEFAULT_REQUESTS_QUEUE = "passcode-reset-requests"
 DEFAULT_RESULTS_QUEUE = "passcode-reset-results"
-# Settings the app needs that have a documented default (SPEC section 2); given to the host only
+# Settings the app needs that have a documented default (docs/contract.md#settings); given to the host only
 # when neither the environment nor local.settings.json sets them.
 SETTING_DEFAULTS = {
     "RESET_REQUESTS_QUEUE": DEFAULT_REQUESTS_QUEUE,

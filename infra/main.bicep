@@ -68,7 +68,7 @@ param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 
 // ---------------------------------------------------------------------------------------------
-// App settings (SPEC section 2); defaults are the SPEC's
+// App settings (docs/contract.md#settings); defaults are the contract's
 // ---------------------------------------------------------------------------------------------
 
 @minLength(3)
@@ -111,13 +111,13 @@ param resetCooldownSeconds int = 900
 
 @minValue(60)
 @maxValue(604800)
-@description('REQUEST_DEADLINE_SECONDS: read by shared/settings.py (not in the SPEC table).')
+@description('REQUEST_DEADLINE_SECONDS: read by shared/settings.py (not in the contract's table before v2).')
 param requestDeadlineSeconds int = 3600
 
 @description('ALLOW_PASSCODE_REVEAL: enables GET /api/resets/{id}/passcode.')
 param allowPasscodeReveal bool = false
 
-// Intune's Graph budget per app and tenant (SPEC section 8). The app keeps it itself: today every
+// Intune's Graph budget per app and tenant (docs/contract.md#graph-traffic-and-permissions). The app keeps it itself: today every
 // instance takes 1/GRAPH_BUDGET_INSTANCES of it (docs/decisions/0007-graph-budget.md), set by
 // graphBudgetInstances, on purpose not by maximumInstanceCount: at Flex's minimum of 40 each
 // instance would get 1/40 of the budget. Lower the budgets when other apps of the tenant also call

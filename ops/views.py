@@ -1,6 +1,6 @@
 """What an operator reads: one request in detail, a table of requests, audit rows.
 
-Everything comes from the ledger record (SPEC section 6 guarantees it holds the request, the
+Everything comes from the ledger record (docs/contract.md#guarantees it holds the request, the
 resolved device and the recorded outcome event); nothing here calls Graph. The ledger never holds
 a passcode, and these views add no setting, token or connection string.
 """

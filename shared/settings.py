@@ -1,4 +1,4 @@
-"""Typed settings, parsed and validated once at start-up (SPEC section 2).
+"""Typed settings, parsed and validated once at start-up (docs/contract.md#settings).
 
 Every problem names the setting at fault, so a misconfigured Function App fails fast with a
 message an operator can act on instead of a crash loop deep inside a trigger.

@@ -1,4 +1,5 @@
-"""Which remote actions Intune accepts for a device (SPEC section 4, from Intune's point of view).
+"""Which remote actions Intune accepts for a device, from Intune's point of view
+(docs/contract.md#platform-and-action-matrix).
 
 The simulator answers 400 BadRequest for an action Intune does not support on the device's
 platform. This is deliberately independent of the product's own classifier in shared/.
@@ -41,7 +42,7 @@ def major_minor(version: Any) -> tuple[int, int] | None:
 
 
 def platform_of(device: dict[str, Any]) -> str:
-    """Platform row of SPEC section 4 (same names as `device.platform` in events)."""
+    """Platform row of docs/contract.md#platform-and-action-matrix (same names as `device.platform` in events)."""
     os_name = str(device.get("operatingSystem") or "").strip().lower()
     enrollment = device.get("deviceEnrollmentType")
     device_type = device.get("deviceType")

@@ -2,7 +2,7 @@
 //
 // Why log alerts and not storage metrics: the storage QueueMessageCount metric is per account,
 // with no per-queue dimension, so it cannot tell a poison queue from the busy request queue. The
-// app drains the poison queues itself (SPEC section 6: a poisoned request ends as
+// app drains the poison queues itself (docs/contract.md#outcome-events: a poisoned request ends as
 // failed/retries_exhausted), so "poison queue not empty" is observed as "a message reached a
 // poison queue": the host's MaxDequeueCount warning or the app's retries_exhausted outcome.
 //
@@ -64,7 +64,7 @@ union isfuzzy=true traces, customEvents
 | project timestamp, message, reasonCode = tostring(customDimensions.reasonCode), operation_Id
 '''
 
-// Final statuses of SPEC section 6; failures are failed and timed_out (rejected and unsupported
+// Final statuses of docs/contract.md#outcome-events; failures are failed and timed_out (rejected and unsupported
 // are policy answers, not faults). {0} is the minimum volume before a rate means anything.
 var failureRateQuery = format('''
 union isfuzzy=true traces, customEvents

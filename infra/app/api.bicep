@@ -66,9 +66,9 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
-// Every setting the app reads (SPEC section 2, shared/settings.py), in one place. GRAPH_TOKEN is
+// Every setting the app reads (docs/contract.md#settings, shared/settings.py), in one place. GRAPH_TOKEN is
 // deliberately absent: it is for the local Graph simulator only and the app refuses it for a
-// non-loopback GRAPH_BASE_URL. tests/infra compares this list with the SPEC table. All values
+// non-loopback GRAPH_BASE_URL. tests/infra compares this list with the contract's settings table. All values
 // are strings, as the app reads them from the environment.
 var appSettings = [
   // Identity-based host storage: no connection string, no key.
@@ -256,7 +256,7 @@ resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
   }
 }
 
-// Optional Easy Auth for the HTTP API (SPEC section 7): bearer tokens for authClientId only,
+// Optional Easy Auth for the HTTP API (docs/contract.md#http-api): bearer tokens for authClientId only,
 // 401 for anything unauthenticated, health and the OpenAPI document stay open. The app then reads
 // the caller's app roles from X-MS-CLIENT-PRINCIPAL (AUTH_REQUIRE_ROLES=true above). Always
 // deployed, enabled by authEnabled, so turning the parameter off really turns Easy Auth off.

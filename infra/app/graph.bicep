@@ -3,11 +3,11 @@
 // parser cannot read: tests parse this file with pycep-parser 0.7.1 and infra/.checkov.yaml
 // excludes it from the scan (docs/decisions/0002-infra-choices.md).
 //
-// The app registration Easy Auth validates tokens for, with the app roles of SPEC section 7
+// The app registration Easy Auth validates tokens for, with the app roles of docs/contract.md#http-api
 // (created only when authEnabled is set without an authClientId). Needs Application Administrator /
 // Cloud Application Administrator (or the default "users can register applications" setting).
 //
-// The managed identity's Graph application permissions (SPEC section 8) are not granted here: an
+// The managed identity's Graph application permissions (docs/contract.md#graph-traffic-and-permissions) are not granted here: an
 // app-role assignment to a user-assigned identity created in the same deployment fails the first
 // time with "Not a valid reference update" (msgraph-bicep-types issue 193), and granting needs a
 // Privileged Role Administrator. infra/hooks/postprovision.sh grants them (with retries) or prints

@@ -1,6 +1,6 @@
 #!/bin/sh
 # azd postprovision hook (azure.yaml): the Microsoft Graph application permissions of the app's
-# user-assigned managed identity (SPEC section 8), DeviceManagementManagedDevices.Read.All and
+# user-assigned managed identity (docs/contract.md#graph-traffic-and-permissions), DeviceManagementManagedDevices.Read.All and
 # DeviceManagementManagedDevices.PrivilegedOperations.All.
 #
 # - GRANT_GRAPH_PERMISSIONS=true: grants the missing ones with Azure CLI (`az login` as a Privileged

@@ -1,4 +1,5 @@
-"""Intune's Graph budget, kept on the client side (SPEC section 8, docs/decisions/0007-graph-budget.md).
+"""Intune's Graph budget, kept on the client side (docs/contract.md#graph-budget,
+docs/decisions/0007-graph-budget.md).
 
 Intune throttles each app per tenant at 200 POST and 2,000 requests of any kind per 20 seconds and
 answers 429 beyond that. Every Graph call of a process first takes a slot from one `GraphBudget`:
@@ -36,7 +37,7 @@ from shared.core.errors import GraphBudgetExhausted
 
 __all__ = ["BudgetLimits", "GraphBudget", "GraphBudgetExhausted", "SlidingBudget"]
 
-# Intune's documented budget per app and tenant (SPEC section 8).
+# Intune's documented budget per app and tenant (docs/contract.md#graph-traffic-and-permissions).
 INTUNE_ACTIONS_PER_WINDOW = 200
 INTUNE_REQUESTS_PER_WINDOW = 2000
 INTUNE_WINDOW_SECONDS = 20.0

@@ -1,4 +1,4 @@
-"""Who is calling the HTTP API, and may they do this (SPEC section 7).
+"""Who is calling the HTTP API, and may they do this (docs/contract.md#http-api).
 
 Every keyed route is protected by the Functions host's `function` key. When App Service
 Authentication (Easy Auth) runs in front of the app (`AUTH_REQUIRE_ROLES=true`), the caller must

@@ -1,4 +1,4 @@
-"""The external contract: the reset request (SPEC section 3) and the outcome event (section 6).
+"""The external contract: the reset request (docs/contract.md#request-message) and the outcome event (section 6).
 
 The same pydantic models validate queue messages and HTTP bodies and generate the JSON Schemas
 published under schemas/.
@@ -216,7 +216,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def _decode_text(raw: bytes) -> str | None:
-    """Plain JSON is taken as is; anything else must be base64 of JSON (SPEC section 3)."""
+    """Plain JSON is taken as is; anything else must be base64 of JSON (docs/contract.md#request-message)."""
     stripped = raw.strip()
     if not stripped.startswith((b"{", b"[")):
         try:

@@ -1,4 +1,4 @@
-"""SPEC section 4 as one table: what Intune supports for each platform and enrollment type.
+"""docs/contract.md#platform-and-action-matrix as one table: what Intune supports for each platform and enrollment type.
 
 `classify` maps a device's Graph (beta) properties to a platform row; `choose_action` turns the row
 into the remote action to call, or a reason why there is none. Both are pure functions.

@@ -1,4 +1,4 @@
-"""SPEC section 7 end to end: HTTP client -> devstack host (function keys, routes) -> function_app.py
+"""docs/contract.md#http-api end to end: HTTP client -> devstack host (function keys, routes) -> function_app.py
 -> ledger on Azurite and the request queue -> the reset engine -> Intune simulator, and back."""
 
 from __future__ import annotations

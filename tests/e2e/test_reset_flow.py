@@ -1,5 +1,5 @@
-"""SPEC sections 3-6 end to end: queue message -> devstack host -> msgraph-sdk -> Intune simulator
--> outcome events on the results queue, with the ledger on Azurite."""
+"""docs/contract.md#request-message to #outcome-events end to end: queue message -> devstack host
+-> msgraph-sdk -> Intune simulator -> outcome events on the results queue, with the ledger on Azurite."""
 
 from __future__ import annotations
 

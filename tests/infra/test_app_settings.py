@@ -1,4 +1,4 @@
-"""Every setting the app reads is set by the template, with the SPEC's default (SPEC section 2)."""
+"""Every setting the app reads is set by the template, with the contract's default (docs/contract.md#settings)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.infra import bicep
-from tests.infra.spec_settings import (
+from tests.infra.contract_settings import (
     ALL_APP_SETTINGS,
     IDENTITY_STORAGE_SETTINGS,
     NEVER_IN_AZURE,
@@ -65,7 +65,7 @@ def test_graph_token_is_never_set_in_azure() -> None:
 def test_template_sets_no_setting_outside_the_contract() -> None:
     known = set(ALL_APP_SETTINGS) | set(IDENTITY_STORAGE_SETTINGS) | PLATFORM_SETTINGS
     unknown = set(app_settings()) - known
-    assert not unknown, f"unknown settings (typo, or missing from tests/infra/spec_settings.py): {unknown}"
+    assert not unknown, f"unknown settings (typo, or missing from tests/infra/contract_settings.py): {unknown}"
 
 
 def test_host_storage_is_identity_based_without_a_connection_string() -> None:

@@ -1,4 +1,5 @@
-"""IntuneGateway over the real msgraph-sdk client against the Intune simulator (SPEC sections 5, 8)."""
+"""IntuneGateway over the real msgraph-sdk client against the Intune simulator
+(docs/contract.md#device-resolution and #graph-traffic-and-permissions)."""
 
 from __future__ import annotations
 

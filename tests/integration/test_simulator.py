@@ -44,7 +44,7 @@ from devstack.simulator.server import RunningSimulator
 ROOT = Path(__file__).resolve().parents[2]
 FLEET_FILE = ROOT / "devstack" / "simulator" / "fleet.json"
 
-# Fleet device per SPEC section 4 row (docs/simulator.md has the same table).
+# Fleet device per docs/contract.md#platform-and-action-matrix row (docs/simulator.md has the same table).
 IOS = "5394dbe7-8b41-4b84-b95b-f02793f69c0d"
 IPADOS = "f4e029cb-9e39-44fb-a224-f1eaacaff851"
 IOS_BYOD = "1077bb5d-455c-4d18-b850-5211ed53b291"
@@ -83,7 +83,7 @@ MACOS_BARE = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e05"
 ANDROID_WP_NOT_SUPPORTED_LATER = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e06"
 ANDROID_NEW_ENROLLMENT = "8e3f5a21-6c4d-4b7e-9f10-2a3b4c5d6e07"
 
-# device -> (SPEC row, resetPasscode accepted by Intune, remoteLock accepted by Intune)
+# device -> (matrix row, resetPasscode accepted by Intune, remoteLock accepted by Intune)
 MATRIX: dict[str, tuple[str, bool, bool]] = {
     IOS: ("ios", True, True),
     IPADOS: ("ios", True, True),
@@ -121,7 +121,7 @@ MATRIX: dict[str, tuple[str, bool, bool]] = {
     # 204 with its `notSupportedLater` behaviour (fleet "behaviours"); the matrix test resets it.
     ANDROID_WP_NOT_SUPPORTED_LATER: ("android-work-profile", False, True),
     # Simulator-side platform only (Intune's answer to a new enrollment type is not documented);
-    # SPEC section 4 classifies it as `unknown`.
+    # docs/contract.md#platform-and-action-matrix classifies it as `unknown`.
     ANDROID_NEW_ENROLLMENT: ("android-device-admin", False, True),
 }
 

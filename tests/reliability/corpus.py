@@ -1,5 +1,5 @@
-"""Hostile and broken request messages, each classified with the outcome SPEC sections 3, 5 and 6
-promise for it.
+"""Hostile and broken request messages, each classified with the outcome that
+docs/contract.md#request-message, #device-resolution and #outcome-events promise for it.
 
 - `invalid`: `rejected` / `invalid_request` on the queue (the event's `requestId` is the message's
   when it could be read safely, else null), 400 on `POST /api/resets` (413 above 64 KiB), and no
@@ -9,7 +9,7 @@ promise for it.
   characters, ...), 202 over HTTP, and never an action POST.
 
 Items are bytes: exactly what arrives. On the queue a body that Azure Storage cannot carry as text
-(control characters, invalid UTF-8) travels base64-encoded, which the app accepts (SPEC section 3).
+(control characters, invalid UTF-8) travels base64-encoded, which the app accepts (docs/contract.md#request-message).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Item:
         return 400 if self.expect_http == "invalid" else 202
 
     def queue_text(self) -> str:
-        """The message text: as is when Azure Storage can carry it, else base64 (SPEC section 3)."""
+        """The message text: as is when Azure Storage can carry it, else base64 (docs/contract.md#request-message)."""
         try:
             text = self.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -275,7 +275,8 @@ CORPUS: list[Item] = [
 
 
 def expected_filters() -> set[str]:
-    """The `$filter` of every list call the valid items may cause (SPEC section 5: quotes doubled)."""
+    """The `$filter` of every list call the valid items may cause (quotes doubled:
+    docs/contract.md#device-resolution)."""
     props = {"serialNumber": "serialNumber", "imei": "imei", "azureAdDeviceId": "azureADDeviceId"}
     filters = set()
     for item in CORPUS:

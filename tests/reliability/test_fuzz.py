@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the request schema (SPEC section 3) with hypothesis.
+"""Property-based fuzzing of the request schema (docs/contract.md#request-message) with hypothesis.
 
 - Valid requests, generated from the contract's rules, parse (plain and base64) into the same request,
   and survive the round trip through the ledger's JSON with the same payload hash.

@@ -1,4 +1,4 @@
-"""Who may call the HTTP API (SPEC section 7): the function key on every keyed route, and the app
+"""Who may call the HTTP API (docs/contract.md#http-api): the function key on every keyed route, and the app
 roles of `X-MS-CLIENT-PRINCIPAL`, which is trusted only when App Service Authentication is on.
 
 The keyed routes are read from the app itself, so a route added later is covered without editing
@@ -25,7 +25,7 @@ from tests.plugins.stack import TEST_FUNCTION_KEY
 KEY = {"x-functions-key": TEST_FUNCTION_KEY}
 ADELE = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"
 BODY = {"requestId": "SEC-1", "device": {"intuneDeviceId": ADELE}, "requestedBy": "sec@contoso.com", "dryRun": True}
-# The role each keyed route needs when roles are on (SPEC section 7).
+# The role each keyed route needs when roles are on (docs/contract.md#http-api).
 ROUTE_ROLES = {
     "submit_reset": Role.SUBMIT,
     "get_reset_status": Role.READ,

@@ -1,4 +1,4 @@
-"""`GRAPH_TOKEN` is a static bearer token for a local simulator only (SPEC section 2): refused at
+"""`GRAPH_TOKEN` is a static bearer token for a local simulator only (docs/contract.md#settings): refused at
 start-up for any Graph URL that is not loopback `http`, with a message that names the setting and
 never the token, and never sent to another host."""
 

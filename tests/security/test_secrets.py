@@ -1,4 +1,4 @@
-"""Secrets never leave where they belong (SPEC section 6, decision 0004, issue 7): the Graph token,
+"""Secrets never leave where they belong (docs/contract.md#outcome-events, decision 0004, issue 7): the Graph token,
 the function key, the storage key and the passcodes Intune generates appear in no log record, no
 outcome event, no exception and no problem body, also when Graph fails in every way the simulator
 can fail. (The short soak, tests/reliability/test_soak_short.py, scans every log line and event of a

@@ -1,4 +1,4 @@
-"""SPEC section 3: what a valid request is, and how an invalid one is explained."""
+"""docs/contract.md#request-message: what a valid request is, and how an invalid one is explained."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HTTP API's use cases (SPEC section 7) on in-memory fakes, together with the real workflow."""
+"""The HTTP API's use cases (docs/contract.md#http-api) on in-memory fakes, together with the real workflow."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC section 4, row by row: what a device's properties decide."""
+"""docs/contract.md#platform-and-action-matrix, row by row: what a device's properties decide."""
 
 from __future__ import annotations
 

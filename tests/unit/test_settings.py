@@ -1,4 +1,4 @@
-"""SPEC section 2: settings are validated once, with messages naming the setting."""
+"""docs/contract.md#settings: settings are validated once, with messages naming the setting."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reset workflow's guarantees (SPEC section 6), with plain in-memory fakes of its adapters."""
+"""The reset workflow's guarantees (docs/contract.md#outcome-events), with plain in-memory fakes of its adapters."""
 
 from __future__ import annotations
 

@@ -1,15 +1,16 @@
-"""The settings contract the templates must satisfy, copied from SPEC section 2 (and section 7).
+"""The settings contract the templates must satisfy, copied from docs/contract.md#settings
+(and #authentication-and-roles).
 
-The SPEC lives outside this repository, so its table is restated here as data: one entry per
-setting, with the SPEC default as the app reads it from the environment (a string), or None
-where the SPEC gives none. When the SPEC or shared/settings.py gains a setting, add it here and
-the infra tests say what the template is missing.
+The table is restated here as data: one entry per setting, with the contract's default as the app
+reads it from the environment (a string), or None where the contract gives none. When the contract
+or shared/settings.py gains a setting, add it here and the infra tests say what the template is
+missing; tests/unit/test_docs.py keeps this data and the table in docs/contract.md equal.
 """
 
 from __future__ import annotations
 
-# SPEC section 2, in table order.
-SPEC_SETTINGS: dict[str, str | None] = {
+# docs/contract.md#settings, in table order.
+CONTRACT_SETTINGS: dict[str, str | None] = {
     "AzureWebJobsStorage": None,
     "RESET_REQUESTS_QUEUE": "passcode-reset-requests",
     "RESET_RESULTS_QUEUE": "passcode-reset-results",
@@ -24,12 +25,12 @@ SPEC_SETTINGS: dict[str, str | None] = {
     "ALLOW_PASSCODE_REVEAL": "false",
 }
 
-# SPEC section 7: "When App Service Authentication is enabled (AUTH_REQUIRE_ROLES=true) ...".
-SPEC_AUTH_SETTINGS: dict[str, str | None] = {
+# docs/contract.md#http-api: "When App Service Authentication is enabled (AUTH_REQUIRE_ROLES=true) ...".
+CONTRACT_AUTH_SETTINGS: dict[str, str | None] = {
     "AUTH_REQUIRE_ROLES": "false",
 }
 
-# Read by shared/settings.py but not (yet) in the SPEC table.
+# Read by shared/settings.py; listed in the contract's table too.
 CODE_ONLY_SETTINGS: dict[str, str | None] = {
     "REQUEST_DEADLINE_SECONDS": "3600",
     "GRAPH_POST_BUDGET": "200",
@@ -58,4 +59,4 @@ PLATFORM_SETTINGS = frozenset({
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 })
 
-ALL_APP_SETTINGS: dict[str, str | None] = {**SPEC_SETTINGS, **SPEC_AUTH_SETTINGS, **CODE_ONLY_SETTINGS}
+ALL_APP_SETTINGS: dict[str, str | None] = {**CONTRACT_SETTINGS, **CONTRACT_AUTH_SETTINGS, **CODE_ONLY_SETTINGS}
