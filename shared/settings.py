@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 POISON_SUFFIX = "-poison"
+# The Event Grid outbox is named after the results queue (docs/decisions/0021-event-grid-outbox.md).
+EVENTGRID_OUTBOX_SUFFIX = "-eventgrid"
 _QUEUE_NAME_RULE = "3-63 characters of lowercase letters, digits and single hyphens"
 
 
@@ -41,16 +43,27 @@ class Settings:
     graph_request_budget: int
     graph_budget_window_seconds: int
     graph_budget_instances: int
+    eventgrid_topic_endpoint: str | None = None
+    eventgrid_topic_key: str | None = None
+    eventgrid_retry_seconds: int = 300
 
     @property
     def graph_host(self) -> str:
         return urlsplit(self.graph_base_url).hostname or ""
 
+    @property
+    def eventgrid_outbox_queue(self) -> str:
+        """Events waiting for Event Grid (docs/contract.md#event-grid-delivery); bindings use
+        `%RESET_RESULTS_QUEUE%-eventgrid`."""
+        return self.results_queue + EVENTGRID_OUTBOX_SUFFIX
+
     def __repr__(self) -> str:  # never print the token or the connection string's key
         return (
             f"Settings(requests_queue={self.requests_queue!r}, results_queue={self.results_queue!r}, "
             f"followups_queue={self.followups_queue!r}, ledger_table={self.ledger_table!r}, "
-            f"graph_base_url={self.graph_base_url!r}, graph_token={'set' if self.graph_token else 'unset'})"
+            f"graph_base_url={self.graph_base_url!r}, graph_token={'set' if self.graph_token else 'unset'}, "
+            f"eventgrid_topic_endpoint={self.eventgrid_topic_endpoint!r}, "
+            f"eventgrid_topic_key={'set' if self.eventgrid_topic_key else 'unset'})"
         )
 
 
@@ -74,13 +87,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     graph_base_url = reader.text("GRAPH_BASE_URL", "https://graph.microsoft.com").rstrip("/")
     graph_token = env.get("GRAPH_TOKEN") or None
     _check_graph_url(graph_base_url, graph_token, problems)
+    eventgrid_endpoint = (env.get("EVENTGRID_TOPIC_ENDPOINT") or "").strip() or None
+    eventgrid_key = env.get("EVENTGRID_TOPIC_KEY") or None
+    _check_eventgrid(eventgrid_endpoint, eventgrid_key, problems)
 
     settings = Settings(
         storage_connection=connection,
         storage_service_uris=uris,
         storage_client_id=env.get("AzureWebJobsStorage__clientId") or None,
         requests_queue=reader.queue("RESET_REQUESTS_QUEUE", "passcode-reset-requests", poison=True),
-        results_queue=reader.queue("RESET_RESULTS_QUEUE", "passcode-reset-results"),
+        results_queue=reader.queue(
+            "RESET_RESULTS_QUEUE", "passcode-reset-results", suffix=EVENTGRID_OUTBOX_SUFFIX + POISON_SUFFIX
+        ),
         followups_queue=reader.queue("RESET_FOLLOWUPS_QUEUE", "passcode-reset-followups", poison=True),
         ledger_table=reader.table("RESET_LEDGER_TABLE", "PasscodeResets"),
         graph_base_url=graph_base_url,
@@ -96,6 +114,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_request_budget=reader.integer("GRAPH_REQUEST_BUDGET", 2000, 1, 10_000_000, unit="calls"),
         graph_budget_window_seconds=reader.integer("GRAPH_BUDGET_WINDOW_SECONDS", 20, 1, 3600),
         graph_budget_instances=reader.integer("GRAPH_BUDGET_INSTANCES", 1, 1, 1000, unit="instances"),
+        eventgrid_topic_endpoint=eventgrid_endpoint,
+        eventgrid_topic_key=eventgrid_key,
+        eventgrid_retry_seconds=reader.integer("EVENTGRID_RETRY_SECONDS", 300, 1, 86400),
     )
     _check_graph_budget(settings, problems)
     queues = [settings.requests_queue, settings.results_queue, settings.followups_queue]
@@ -136,6 +157,28 @@ def _check_graph_url(url: str, token: str | None, problems: list[str]) -> None:
         problems.append("GRAPH_BASE_URL: plain http is allowed only for a loopback simulator")
 
 
+def _check_eventgrid(endpoint: str | None, key: str | None, problems: list[str]) -> None:
+    """The topic is reached with the managed identity (https); a key only for a local receiver."""
+    if endpoint is None:
+        if key is not None:
+            problems.append("EVENTGRID_TOPIC_KEY: set without EVENTGRID_TOPIC_ENDPOINT")
+        return
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append("EVENTGRID_TOPIC_ENDPOINT: not an absolute http(s) URL")
+        return
+    loopback_http = parts.scheme == "http" and _is_loopback(parts.hostname)
+    if parts.scheme == "http" and not loopback_http:
+        problems.append("EVENTGRID_TOPIC_ENDPOINT: plain http is allowed only for a loopback receiver")
+    if key is not None and not loopback_http:
+        problems.append(
+            "EVENTGRID_TOPIC_KEY: a key is accepted only for a local Event Grid receiver "
+            "(EVENTGRID_TOPIC_ENDPOINT must be a loopback http URL); unset it to use the managed identity"
+        )
+    if key is None and loopback_http:
+        problems.append("EVENTGRID_TOPIC_KEY: required for a loopback http EVENTGRID_TOPIC_ENDPOINT")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -153,14 +196,16 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return (self._env.get(name) or default).strip()
 
-    def queue(self, name: str, default: str, *, poison: bool = False) -> str:
+    def queue(self, name: str, default: str, *, poison: bool = False, suffix: str = "") -> str:
+        """A queue name; `poison` or `suffix`: the longest name derived from it must stay valid."""
         value = self.text(name, default)
+        suffix = suffix or (POISON_SUFFIX if poison else "")
         if not _valid_queue_name(value):
             self._problems.append(f"{name}: {value!r} is not a valid queue name ({_QUEUE_NAME_RULE})")
-        elif poison and len(value) > 63 - len(POISON_SUFFIX):
+        elif len(value) > 63 - len(suffix):
             self._problems.append(
-                f"{name}: at most {63 - len(POISON_SUFFIX)} characters, so that "
-                f"its poison queue name ({value}{POISON_SUFFIX}) stays valid"
+                f"{name}: at most {63 - len(suffix)} characters, so that "
+                f"the queue name derived from it ({value}{suffix}) stays valid"
             )
         return value
 
