@@ -3,12 +3,18 @@ need (event publisher, work scheduler, request queue), and the mapping of storag
 
 Locally `AzureWebJobsStorage` is a connection string (Azurite); in Azure the app uses the same
 identity-based `AzureWebJobsStorage__*` settings as the Functions host and its managed identity.
+
+Storage calls retry with the SDKs' own policies, configured here (RETRY): a few quick retries with
+backoff and short network timeouts, so a storage outage shows within seconds as
+`StorageUnavailable` instead of minutes of SDK-default retries (docs/contract.md#storage-outages,
+docs/decisions/0023-storage-retry-budget.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import (
@@ -34,25 +40,78 @@ def storage_errors(operation: str) -> Iterator[None]:
         raise StorageUnavailable(f"storage unavailable ({operation}: {type(exc).__name__})") from exc
 
 
-class StorageClients:
-    """Async queue and table clients for one storage account, created once per process."""
+@dataclass(frozen=True)
+class StorageRetry:
+    """How long one storage call may take before it fails as `StorageUnavailable`.
 
-    def __init__(self, settings: Settings) -> None:
+    Tables use azure-core's RetryPolicy (`retry_total`, `retry_backoff_factor`, `retry_backoff_max`);
+    queues use azure-storage-queue's ExponentialRetry, the same policy with storage's own backoff
+    formula (`initial_backoff` + `increment_base` ** retry, +- `random_jitter_range`). Both retry
+    408, 500, 502, 503 (ServerBusy), 504 and connection errors; a POST whose connection dropped
+    after sending is retried by the queue policy only (a duplicate queue message is harmless, a
+    duplicate ledger insert would be a 409). Worst case of one call against a storage that
+    answers nothing: (retries + 1) x (connect + read timeout) + backoffs; against one that refuses
+    or answers 503: the backoffs only, about 3 s (docs/decisions/0023-storage-retry-budget.md).
+    """
+
+    retries: int = 2
+    backoff_factor: float = 0.5  # tables: 0.5 s, 1 s between attempts
+    backoff_max: int = 4
+    initial_backoff: float = 0.5  # queues: 0.5 s, then 0.5 + 1.5 ** 1 = 2 s (jitter +- 0.5 s)
+    increment_base: float = 1.5
+    jitter: float = 0.5
+    connection_timeout: float = 3.0
+    read_timeout: float = 10.0
+
+    def table_options(self) -> dict[str, Any]:
+        return {
+            "retry_total": self.retries,
+            "retry_backoff_factor": self.backoff_factor,
+            "retry_backoff_max": self.backoff_max,
+            "connection_timeout": self.connection_timeout,
+            "read_timeout": self.read_timeout,
+        }
+
+    def queue_options(self) -> dict[str, Any]:
+        from azure.storage.queue import ExponentialRetry
+
+        policy = ExponentialRetry(
+            initial_backoff=self.initial_backoff,  # type: ignore[arg-type]  # floats work, the hint says int
+            increment_base=self.increment_base,  # type: ignore[arg-type]
+            retry_total=self.retries,
+            random_jitter_range=self.jitter,  # type: ignore[arg-type]
+        )
+        return {
+            "retry_policy": policy,
+            "connection_timeout": self.connection_timeout,
+            "read_timeout": self.read_timeout,
+        }
+
+
+RETRY = StorageRetry()
+
+
+class StorageClients:
+    """Async queue and table clients for one storage account, created once per process.
+
+    `credential` replaces the managed identity of identity-based settings (tests)."""
+
+    def __init__(self, settings: Settings, *, retry: StorageRetry = RETRY, credential: Any = None) -> None:
         from azure.data.tables.aio import TableServiceClient
         from azure.storage.queue.aio import QueueServiceClient
 
         self._credential: Any = None
+        queue_options, table_options = retry.queue_options(), retry.table_options()
         if settings.storage_connection:
-            self.queues = QueueServiceClient.from_connection_string(settings.storage_connection)
-            self.tables = TableServiceClient.from_connection_string(settings.storage_connection)
+            self.queues = QueueServiceClient.from_connection_string(settings.storage_connection, **queue_options)
+            self.tables = TableServiceClient.from_connection_string(settings.storage_connection, **table_options)
         else:
-            from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
-
-            client_id = settings.storage_client_id or settings.azure_client_id
-            self._credential = ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
-            self.queues = QueueServiceClient(settings.storage_service_uris["queue"], credential=self._credential)
+            self._credential = credential or _managed_identity(settings)
+            self.queues = QueueServiceClient(
+                settings.storage_service_uris["queue"], credential=self._credential, **queue_options
+            )
             self.tables = TableServiceClient(
-                endpoint=settings.storage_service_uris["table"], credential=self._credential
+                endpoint=settings.storage_service_uris["table"], credential=self._credential, **table_options
             )
 
     def queue(self, name: str) -> Any:
@@ -63,19 +122,30 @@ class StorageClients:
 
     async def ensure(self, queue_names: list[str], table_names: list[str]) -> None:
         """Create queues and tables that do not exist yet (infra creates them in Azure)."""
-        for name in queue_names:
-            try:
-                await self.queue(name).create_queue()
-            except ResourceExistsError:
-                pass
-        for name in table_names:
-            await self.tables.create_table_if_not_exists(name)
+        with storage_errors("create queues and tables"):
+            for name in queue_names:
+                try:
+                    await self.queue(name).create_queue()
+                except ResourceExistsError:
+                    pass
+            for name in table_names:
+                await self.tables.create_table_if_not_exists(name)
 
     async def aclose(self) -> None:
         await self.queues.close()
         await self.tables.close()
         if self._credential is not None:
             await self._credential.close()
+
+
+def _managed_identity(settings: Settings) -> Any:
+    """The identity of `AzureWebJobsStorage__clientId` (else AZURE_CLIENT_ID, else the default
+    chain). A token it cannot get fails the storage call like an outage: `StorageUnavailable`
+    (azure-identity raises `ClientAuthenticationError`, an `AzureError`)."""
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    client_id = settings.storage_client_id or settings.azure_client_id
+    return ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
 
 
 class StorageQueue:
