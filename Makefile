@@ -48,6 +48,7 @@ run: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache  # the architecture's rooms and layers: .importlinter
 
 typecheck: setup
 	$(BIN)/mypy

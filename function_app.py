@@ -13,9 +13,10 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.adapters import azure_monitor
 from shared.api import health as health_api
 from shared.api import openapi, resets
-from shared.api.http import HttpAnswer, HttpCall
+from shared.api.http import HttpAnswer, HttpCall, serve
 from shared.api.services import ApiServices
 from shared.bootstrap import LazyRuntime, validate_environment
 from shared.observability import telemetry
@@ -25,7 +26,7 @@ from shared.workflow import handle_followup, handle_followup_poison, handle_requ
 # every invocation failing and pushing requests to the poison queue.
 validate_environment()
 # Application Insights (OpenTelemetry) only when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
-telemetry.configure_from_environment()
+azure_monitor.configure_from_environment()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 runtime = LazyRuntime()
@@ -131,21 +132,21 @@ ROUTE_HEALTH = "health"
 @app.route(route=ROUTE_RESETS, methods=["POST"])
 async def submit_reset(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_RESETS) as http:
-        return http.respond(await resets.submit_reset(http.call, await _api()))
+        return http.respond(await serve(resets.submit_reset, http.call, _api))
 
 
 @app.function_name("get_reset_status")
 @app.route(route=ROUTE_STATUS, methods=["GET"])
 async def get_reset_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_STATUS) as http:
-        return http.respond(await resets.get_reset_status(http.call, await _api()))
+        return http.respond(await serve(resets.get_reset_status, http.call, _api))
 
 
 @app.function_name("reveal_passcode")
 @app.route(route=ROUTE_PASSCODE, methods=["GET"])
 async def reveal_passcode(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_PASSCODE) as http:
-        return http.respond(await resets.reveal_passcode(http.call, await _api()))
+        return http.respond(await serve(resets.reveal_passcode, http.call, _api))
 
 
 @app.function_name("openapi_document")

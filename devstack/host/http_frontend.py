@@ -17,7 +17,7 @@ from devstack.host.logs import CURRENT_INVOCATION, Invocation, elapsed_ms, log
 from devstack.host.routes import HttpRoute
 
 if TYPE_CHECKING:
-    from devstack.host.devhost import DevHost
+    from devstack.host.context import HostContext
 
 
 def _request_headers(request: web.Request) -> dict[str, str]:
@@ -51,7 +51,7 @@ def to_web_response(result: Any) -> web.Response:
 class HttpFrontend:
     """The aiohttp server: routing, keys, request mapping and request logs."""
 
-    def __init__(self, host: DevHost, routes: list[HttpRoute]) -> None:
+    def __init__(self, host: HostContext, routes: list[HttpRoute]) -> None:
         self._host = host
         # Most literal segments first, like ASP.NET routing precedence; catch-alls last.
         self._routes = sorted(routes, key=lambda r: (-r.literal_segments, "{*" in r.template))

@@ -20,7 +20,7 @@ from devstack.host.invoker import context_kwargs, output_kwargs
 from devstack.host.logs import CURRENT_INVOCATION, Invocation, elapsed_ms, log
 
 if TYPE_CHECKING:
-    from devstack.host.devhost import DevHost
+    from devstack.host.context import HostContext
 
 
 class Lease:
@@ -58,7 +58,7 @@ class Lease:
 class QueueListener:
     """Polls one queue for one queue-triggered function with the host.json queue options."""
 
-    def __init__(self, host: DevHost, definition: FunctionDef, connection: str) -> None:
+    def __init__(self, host: HostContext, definition: FunctionDef, connection: str) -> None:
         assert isinstance(definition.trigger, QueueBinding)
         self._host = host
         self.definition = definition

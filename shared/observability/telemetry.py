@@ -1,7 +1,8 @@
 """Telemetry: OpenTelemetry traces and metrics, and the W3C trace context that makes one request one trace.
 
-Off by default. `configure_from_environment` turns it on only when APPLICATIONINSIGHTS_CONNECTION_STRING
-is set, and only then imports azure-monitor-opentelemetry (about 0.6 s and 50 MB at start-up):
+Off by default. `shared.adapters.azure_monitor.configure_from_environment` turns it on only when
+APPLICATIONINSIGHTS_CONNECTION_STRING is set, and only then imports azure-monitor-opentelemetry (about 0.6 s
+and 50 MB at start-up):
 traces, metrics and the app's log records (with their `extra=` fields as customDimensions) go to
 Application Insights, ingested with the managed identity named by APPLICATIONINSIGHTS_AUTHENTICATION_STRING.
 Tests turn it on with their own providers (`enable`), e.g. in-memory exporters.
@@ -24,8 +25,6 @@ passed on unchanged.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -48,12 +47,6 @@ INSTRUMENTATION_SCOPE = "passcode_reset"
 OUTCOMES_COUNTER = "passcode_reset.outcomes"
 GRAPH_THROTTLED_COUNTER = "passcode_reset.graph.throttled"
 DEFERRALS_COUNTER = "passcode_reset.deferrals"
-# azure-monitor-opentelemetry instrumentations the app does not want: Graph calls get their own
-# dependency spans (an httpx instrumentation would record each of them twice), and the app does not
-# use the other HTTP client libraries. Azure SDK tracing (storage queues and tables) stays on.
-_INSTRUMENTATION_OPTIONS = {
-    name: {"enabled": False} for name in ("httpx", "requests", "urllib", "urllib3", "django", "fastapi", "flask")
-}
 # msgraph-sdk's kiota layer opens about ten internal spans per Graph call; they would all become
 # "InProc" dependencies in Application Insights. Tracers whose scope name contains this are disabled.
 _QUIET_SCOPE_MARKER = "kiota"
@@ -128,7 +121,7 @@ _state = _State()
 
 
 def enable(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
-    """Record spans and metrics with these providers (configure_from_environment, tests)."""
+    """Record spans and metrics with these providers (shared/adapters/azure_monitor.py, tests)."""
     _state.instruments = _Instruments(tracer_provider, meter_provider)
 
 
@@ -138,40 +131,6 @@ def disable() -> None:
 
 def is_enabled() -> bool:
     return _state.instruments is not None
-
-
-def configure_from_environment(env: Mapping[str, str] | None = None) -> bool:
-    """Send telemetry to Application Insights when its connection string is set; True when on.
-
-    Called once at start-up (function_app.py). Without the connection string nothing is imported
-    or configured."""
-    settings = telemetry_settings(os.environ if env is None else env)
-    if not settings.enabled:
-        return False
-    if _state.instruments is not None:
-        return True
-    from azure.monitor.opentelemetry import configure_azure_monitor
-    from opentelemetry import metrics, trace
-
-    options: dict[str, Any] = {}
-    if settings.entra_auth:
-        # One credential for every exporter (traces, metrics, logs, live metrics) instead of one each.
-        from azure.identity import ManagedIdentityCredential
-
-        options["credential"] = ManagedIdentityCredential(client_id=settings.client_id)
-    app_logger = logging.getLogger(logs.APP_LOGGERS[0])
-    if app_logger.level == logging.NOTSET:
-        app_logger.setLevel(logging.INFO)  # the outcome records are INFO, and the KQL needs them
-    configure_azure_monitor(
-        connection_string=settings.connection_string,
-        logger_name=logs.APP_LOGGERS[0],
-        instrumentation_options=_INSTRUMENTATION_OPTIONS,
-        **options,
-    )
-    tracer_provider = trace.get_tracer_provider()
-    quiet_library_tracers(tracer_provider)
-    enable(tracer_provider, metrics.get_meter_provider())
-    return True
 
 
 def quiet_library_tracers(tracer_provider: Any) -> bool:

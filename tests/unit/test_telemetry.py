@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from shared.adapters import azure_monitor
 from shared.adapters.graph_transport import GraphDependencyTransport
 from shared.core.clock import utcnow
 from shared.core.contract import (
@@ -177,9 +178,9 @@ def test_with_a_connection_string_azure_monitor_is_configured_with_the_managed_i
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=11111111-2222-3333-4444-555555555555;Authorization=AAD",
     }
     try:
-        assert telemetry.configure_from_environment(env) is True
+        assert azure_monitor.configure_from_environment(env) is True
         assert telemetry.is_enabled()
-        assert telemetry.configure_from_environment(env) is True  # once per process
+        assert azure_monitor.configure_from_environment(env) is True  # once per process
     finally:
         telemetry.disable()
     assert len(calls) == 1
@@ -194,8 +195,8 @@ def test_with_a_connection_string_azure_monitor_is_configured_with_the_managed_i
 def test_the_real_distro_configures_with_kiota_spans_off_and_the_app_logger_exported(tmp_path: Path) -> None:
     script = (
         "import logging, sys\n"
-        "from shared.observability import telemetry\n"
-        "assert telemetry.configure_from_environment()\n"
+        "from shared.adapters import azure_monitor\n"
+        "assert azure_monitor.configure_from_environment()\n"
         "from opentelemetry import trace\n"
         "assert type(trace.get_tracer_provider()).__module__.startswith('opentelemetry.sdk')\n"
         # Disabled tracers give invalid span contexts; ours valid ones (sampled or not: rate-limited).
