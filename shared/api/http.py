@@ -7,12 +7,13 @@ room never see the Functions SDK. Errors are RFC 9457 problem details
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import ValidationError
@@ -30,6 +31,11 @@ PROBLEM_TYPE_PREFIX = "urn:intune-passcode-reset:problem:"
 UNAVAILABLE_RETRY_AFTER = 10
 # What a dependency can raise: answered 503 + Retry-After, never 500 (docs/contract.md#storage-outages).
 DEPENDENCY_ERRORS = (StorageUnavailable, GraphError, StorageConflict, OSError, TimeoutError)
+# Every keyed route answers within this time, 503 + Retry-After when a dependency holds it up
+# (docs/contract.md#storage-outages: within 30 s; docs/decisions/0023-storage-retry-budget.md).
+ROUTE_DEADLINE_SECONDS = 25.0
+
+Services = TypeVar("Services")
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,26 @@ def problem(
     answer = json_answer(status, body.model_dump(mode="json", exclude_none=True), headers=headers)
     answer.headers["Content-Type"] = PROBLEM_JSON
     return answer
+
+
+async def serve(
+    use_case: Callable[[HttpCall, Services], Awaitable[HttpAnswer]],
+    call: HttpCall,
+    load: Callable[[], Awaitable[Services]],
+    *,
+    deadline: float = ROUTE_DEADLINE_SECONDS,
+) -> HttpAnswer:
+    """Load the services (the first call builds them and creates queues and tables) and run one
+    route's use case within `deadline`: storage or Graph that fails or does not answer in time is a
+    503 `dependency-unavailable` with `Retry-After`, never a 500 or a hanging caller. A use case cut
+    short mid-way is safe: every write it makes is idempotent per requestId (submit: the record
+    first, then the message, re-sent by a repeat; docs/decisions/0024-half-done-submissions.md)."""
+    try:
+        async with asyncio.timeout(deadline):
+            return await use_case(call, await load())
+    except DEPENDENCY_ERRORS as exc:
+        request_id = call.route_params.get("requestId")
+        return unavailable(exc, request_id if request_id and re.fullmatch(REQUEST_ID_PATTERN, request_id) else None)
 
 
 def denied(denied: Denied) -> HttpAnswer:
