@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from shared.core.approvals import GuardrailSlot, Hold
 from shared.core.device import ActionResult, IntuneDevice
 from shared.core.lifecycle import DeviceClaim, LedgerRecord
 from shared.core.platforms import Action
@@ -34,10 +35,34 @@ class Ledger(Protocol):
     async def release_device(self, device_id: str, request_id: str) -> None: ...
 
 
+class Guardrails(Protocol):
+    """Action calls of the rolling hour, counted for all instances together (docs/contract.md#guardrails).
+
+    `take` counts one action call before it is made, unless a guardrail is full (then the `Hold`
+    says which); with `enforce=False` (an approved request) it counts without checking. `give_back`
+    uncounts a call that never reached Intune."""
+
+    async def take(self, requested_by: str, now: datetime, *, enforce: bool) -> GuardrailSlot | Hold: ...
+    async def give_back(self, slot: GuardrailSlot) -> None: ...
+
+
 class EventPublisher(Protocol):
     """The results queue: one outcome event (CloudEvents JSON) per call."""
 
     async def publish(self, event_json: str) -> None: ...
+
+
+class EventGridTopic(Protocol):
+    """An Event Grid topic (CloudEvents 1.0 input schema): one event, sent unchanged. Raises on any
+    answer but success; the outbox queue retries (docs/contract.md#event-grid-delivery)."""
+
+    async def send(self, event_json: str) -> None: ...
+
+
+class EventOutbox(Protocol):
+    """The queue of events waiting for Event Grid: an event back on it after a delay."""
+
+    async def send_message(self, content: str, delay_seconds: int = 0) -> None: ...
 
 
 class WorkScheduler(Protocol):

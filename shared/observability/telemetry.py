@@ -13,7 +13,7 @@ What is recorded (docs/decisions/0009-trace-context.md):
 - one CLIENT span per Graph HTTP call (shared/adapters/graph_transport.py), so App Insights lists it under
   `dependencies` with the HTTP status as `resultCode`;
 - counters: `passcode_reset.outcomes` (status, platform, reason), `passcode_reset.graph.throttled`
-  (Graph 429 answers), `passcode_reset.deferrals` (cause).
+  (Graph 429 answers), `passcode_reset.deferrals` (cause), `passcode_reset.eventgrid.deliveries` (result).
 
 The trace context travels whether telemetry is on or off: from the HTTP request (its `traceparent`
 header, or the host's trace context, or a new trace) into the request queue message, the deferral
@@ -47,6 +47,7 @@ INSTRUMENTATION_SCOPE = "passcode_reset"
 OUTCOMES_COUNTER = "passcode_reset.outcomes"
 GRAPH_THROTTLED_COUNTER = "passcode_reset.graph.throttled"
 DEFERRALS_COUNTER = "passcode_reset.deferrals"
+EVENTGRID_COUNTER = "passcode_reset.eventgrid.deliveries"
 # msgraph-sdk's kiota layer opens about ten internal spans per Graph call; they would all become
 # "InProc" dependencies in Application Insights. Tracers whose scope name contains this are disabled.
 _QUIET_SCOPE_MARKER = "kiota"
@@ -108,6 +109,11 @@ class _Instruments:
         )
         self.deferrals = meter.create_counter(
             DEFERRALS_COUNTER, unit="{deferral}", description="Requests put back on the queue to try again later"
+        )
+        self.eventgrid = meter.create_counter(
+            EVENTGRID_COUNTER,
+            unit="{event}",
+            description="Outbox events by result: delivered, failed (an attempt), undelivered (poisoned), invalid",
         )
         self.propagator = TraceContextTextMapPropagator()
 
@@ -358,3 +364,10 @@ def count_deferral(cause: str) -> None:
     instruments = _state.instruments
     if instruments is not None:
         instruments.deferrals.add(1, {"cause": cause})
+
+
+def count_eventgrid(result: str) -> None:
+    """Event Grid forwarding (docs/contract.md#event-grid-delivery), by result."""
+    instruments = _state.instruments
+    if instruments is not None:
+        instruments.eventgrid.add(1, {"result": result})
