@@ -21,6 +21,7 @@ from shared.api.services import ApiServices
 from shared.bootstrap import LazyRuntime, validate_environment
 from shared.observability import telemetry
 from shared.workflow import handle_followup, handle_followup_poison, handle_request, handle_request_poison
+from shared.workflow.eventgrid import forward_event, handle_forward_poison
 
 # Start-up check: a bad setting stops the app here with a message naming the setting, instead of
 # every invocation failing and pushing requests to the poison queue.
@@ -86,6 +87,22 @@ async def reset_followup_poison(msg: func.QueueMessage, context: func.Context) -
     with _invocation(context):
         services = (await runtime.get()).services
         await handle_followup_poison(msg.get_body(), services)
+
+
+# The Event Grid outbox (docs/contract.md#event-grid-delivery): named after the results queue, so no
+# setting of its own has to be present for the binding (docs/decisions/0021-event-grid-outbox.md).
+@app.function_name("eventgrid_forward")
+@app.queue_trigger(arg_name="msg", queue_name="%RESET_RESULTS_QUEUE%-eventgrid", connection=STORAGE)
+async def eventgrid_forward(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        await forward_event(msg.get_body().decode("utf-8", "replace"), (await runtime.get()).eventgrid)
+
+
+@app.function_name("eventgrid_forward_poison")
+@app.queue_trigger(arg_name="msg", queue_name="%RESET_RESULTS_QUEUE%-eventgrid-poison", connection=STORAGE)
+async def eventgrid_forward_poison(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        await handle_forward_poison(msg.get_body().decode("utf-8", "replace"), (await runtime.get()).eventgrid)
 
 
 # ---------------------------------------------------------------- HTTP API (docs/contract.md#http-api)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.adapters.eventgrid import EventGridTopicClient, OutboxPublisher
 from shared.adapters.graph import MsGraphIntuneGateway
 from shared.adapters.graph_budget import BudgetLimits, GraphBudget
 from shared.adapters.health import RuntimeHealthProbe
@@ -19,7 +20,9 @@ from shared.adapters.storage import QueueWorkScheduler, StorageClients, StorageQ
 from shared.api.services import ApiServices
 from shared.core.clock import utcnow
 from shared.core.lifecycle import Policy
+from shared.ports import EventPublisher
 from shared.settings import POISON_SUFFIX, Settings, load_settings
+from shared.workflow.eventgrid import EventGridServices
 from shared.workflow.services import Services
 
 log = logging.getLogger("passcode_reset")
@@ -32,9 +35,13 @@ class Runtime:
     api: ApiServices
     storage: StorageClients
     gateway: MsGraphIntuneGateway
+    eventgrid: EventGridServices
+    eventgrid_topic: EventGridTopicClient | None = None
 
     async def aclose(self) -> None:
         await self.gateway.aclose()
+        if self.eventgrid_topic is not None:
+            await self.eventgrid_topic.aclose()
         await self.storage.aclose()
 
 
@@ -79,6 +86,11 @@ async def build_runtime(settings: Settings) -> Runtime:
             settings.followups_queue,
             settings.requests_queue + POISON_SUFFIX,
             settings.followups_queue + POISON_SUFFIX,
+            *(
+                [settings.eventgrid_outbox_queue, settings.eventgrid_outbox_queue + POISON_SUFFIX]
+                if settings.eventgrid_topic_endpoint
+                else []
+            ),
         ],
         [settings.ledger_table],
     )
@@ -86,10 +98,21 @@ async def build_runtime(settings: Settings) -> Runtime:
     ledger = TableLedger(storage.table(settings.ledger_table))
     requests_queue = StorageQueue(storage.queue(settings.requests_queue), settings.requests_queue)
     policy = policy_from(settings)
+    # Every event goes to the results queue and, with Event Grid on, to its outbox too
+    # (docs/contract.md#event-grid-delivery): the one publisher of every use case.
+    publisher: EventPublisher = StorageQueue(storage.queue(settings.results_queue), settings.results_queue)
+    outbox = StorageQueue(storage.queue(settings.eventgrid_outbox_queue), settings.eventgrid_outbox_queue)
+    topic = None
+    if settings.eventgrid_topic_endpoint:
+        publisher = OutboxPublisher(publisher, outbox)
+        topic = EventGridTopicClient.from_settings(
+            settings.eventgrid_topic_endpoint, settings.eventgrid_topic_key, settings.azure_client_id
+        )
+    eventgrid = EventGridServices(topic=topic, outbox=outbox, retry_seconds=settings.eventgrid_retry_seconds)
     services = Services(
         gateway=gateway,
         ledger=ledger,
-        publisher=StorageQueue(storage.queue(settings.results_queue), settings.results_queue),
+        publisher=publisher,
         scheduler=QueueWorkScheduler(
             requests_queue, StorageQueue(storage.queue(settings.followups_queue), settings.followups_queue)
         ),
@@ -109,7 +132,15 @@ async def build_runtime(settings: Settings) -> Runtime:
         allow_passcode_reveal=settings.allow_passcode_reveal,
     )
     log.info("runtime ready", extra={"settings": repr(settings)})
-    return Runtime(settings=settings, services=services, api=api, storage=storage, gateway=gateway)
+    return Runtime(
+        settings=settings,
+        services=services,
+        api=api,
+        storage=storage,
+        gateway=gateway,
+        eventgrid=eventgrid,
+        eventgrid_topic=topic,
+    )
 
 
 class LazyRuntime:
