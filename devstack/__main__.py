@@ -1,4 +1,4 @@
-"""`python -m devstack <command>`: host, simulator, azurite, run."""
+"""`python -m devstack <command>`: host, simulator, azurite, eventgrid, run."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ COMMANDS = {
     "host": ("devstack.host.cli", "run every function of function_app.py like the Functions host"),
     "simulator": ("devstack.simulator", "serve the Intune Graph simulator on loopback"),
     "azurite": ("devstack.azurite", "start Azurite (project-local npm install) on free ports"),
+    "eventgrid": ("devstack.eventgrid", "serve a local Event Grid topic (CloudEvents) that checks and records"),
     "run": ("devstack.run", "the main job: Azurite + simulator + host, sample requests, live outcomes"),
 }
 
