@@ -1,5 +1,5 @@
-"""The Graph budget (shared/adapters/graph_budget.py): Intune's 200 POST / 2,000 requests per 20 s, kept on the
-client side, paced, paused by 429s, and refusing to hold a worker longer than the wait bound."""
+"""The Graph budget (shared/adapters/graph_budget.py): Intune's 200 POST / 2,000 requests per 20 s,
+kept on the client side, paced, paused by 429s, and refusing to hold a worker longer than the wait bound."""
 
 from __future__ import annotations
 
