@@ -73,16 +73,12 @@ class StorageRetry:
         }
 
     def queue_options(self) -> dict[str, Any]:
-        from azure.storage.queue import ExponentialRetry
-
-        policy = ExponentialRetry(
-            initial_backoff=self.initial_backoff,  # type: ignore[arg-type]  # floats work, the hint says int
-            increment_base=self.increment_base,  # type: ignore[arg-type]
-            retry_total=self.retries,
-            random_jitter_range=self.jitter,  # type: ignore[arg-type]
-        )
+        # The async queue clients build their own ExponentialRetry (the async one) from these.
         return {
-            "retry_policy": policy,
+            "retry_total": self.retries,
+            "initial_backoff": self.initial_backoff,
+            "increment_base": self.increment_base,
+            "random_jitter_range": self.jitter,
             "connection_timeout": self.connection_timeout,
             "read_timeout": self.read_timeout,
         }
