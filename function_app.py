@@ -14,8 +14,8 @@ from typing import Any
 import azure.functions as func
 
 from shared.adapters import azure_monitor
+from shared.api import approvals, openapi, resets
 from shared.api import health as health_api
-from shared.api import openapi, resets
 from shared.api.http import HttpAnswer, HttpCall, serve
 from shared.api.services import ApiServices
 from shared.bootstrap import LazyRuntime, validate_environment
@@ -141,6 +141,7 @@ def _http(req: func.HttpRequest, context: func.Context, route: str) -> Iterator[
 ROUTE_RESETS = "resets"
 ROUTE_STATUS = "resets/{requestId}"
 ROUTE_PASSCODE = "resets/{requestId}/passcode"
+ROUTE_APPROVAL = "resets/{requestId}/approval"
 ROUTE_OPENAPI = "openapi.json"
 ROUTE_HEALTH = "health"
 
@@ -164,6 +165,13 @@ async def get_reset_status(req: func.HttpRequest, context: func.Context) -> func
 async def reveal_passcode(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_PASSCODE) as http:
         return http.respond(await serve(resets.reveal_passcode, http.call, _api))
+
+
+@app.function_name("decide_approval")
+@app.route(route=ROUTE_APPROVAL, methods=["POST"])
+async def decide_approval(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_APPROVAL) as http:
+        return http.respond(await serve(approvals.decide_approval, http.call, _api))
 
 
 @app.function_name("openapi_document")

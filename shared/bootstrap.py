@@ -10,20 +10,22 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared.adapters.eventgrid import EventGridTopicClient, OutboxPublisher
 from shared.adapters.graph import MsGraphIntuneGateway
 from shared.adapters.graph_budget import BudgetLimits, GraphBudget
+from shared.adapters.guardrails import TableGuardrails
 from shared.adapters.health import RuntimeHealthProbe
 from shared.adapters.ledger import TableLedger
 from shared.adapters.storage import QueueWorkScheduler, StorageClients, StorageQueue
 from shared.api.services import ApiServices
 from shared.core.clock import utcnow
 from shared.core.lifecycle import Policy
-from shared.ports import EventPublisher
+from shared.ports import EventPublisher, Guardrails
 from shared.settings import POISON_SUFFIX, Settings, load_settings
 from shared.workflow.eventgrid import EventGridServices
-from shared.workflow.services import Services
+from shared.workflow.services import NoGuardrails, Services
 
 log = logging.getLogger("passcode_reset")
 
@@ -51,7 +53,19 @@ def policy_from(settings: Settings) -> Policy:
         confirm_first_check_seconds=settings.confirm_first_check_seconds,
         confirm_timeout_seconds=settings.confirm_timeout_seconds,
         request_deadline_seconds=settings.request_deadline_seconds,
+        approval_rules=settings.approval_rules,
+        approval_timeout_seconds=settings.approval_timeout_seconds,
+        guardrail_max_actions_per_hour=settings.guardrail_max_actions_per_hour,
+        guardrail_max_per_requester_per_hour=settings.guardrail_max_per_requester_per_hour,
+        allowed_requesters=settings.allowed_requesters,
     )
+
+
+def guardrails(settings: Settings, ledger_table: Any, policy: Policy) -> Guardrails:
+    """Counted in the ledger table when a guardrail is on (docs/contract.md#guardrails)."""
+    if settings.guardrail_max_actions_per_hour or settings.guardrail_max_per_requester_per_hour:
+        return TableGuardrails(ledger_table, policy)
+    return NoGuardrails()
 
 
 def graph_budget(settings: Settings) -> GraphBudget:
@@ -118,6 +132,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         ),
         clock=utcnow,
         policy=policy,
+        guardrails=guardrails(settings, storage.table(settings.ledger_table), policy),
     )
     api = ApiServices(
         ledger=ledger,
@@ -130,6 +145,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         ),
         require_roles=settings.auth_require_roles,
         allow_passcode_reveal=settings.allow_passcode_reveal,
+        workflow=services,
     )
     log.info("runtime ready", extra={"settings": repr(settings)})
     return Runtime(

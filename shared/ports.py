@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from shared.core.approvals import GuardrailSlot, Hold
+from shared.core.batches import BatchRecord, GroupMember, ItemRow, UserDevice
 from shared.core.device import ActionResult, IntuneDevice
 from shared.core.lifecycle import DeviceClaim, LedgerRecord
 from shared.core.platforms import Action
@@ -86,3 +87,38 @@ class HealthProbe(Protocol):
 
     async def storage(self) -> CheckState: ...
     async def graph(self) -> CheckState: ...
+
+
+# ---------------------------------------------------------------- batches (docs/contract.md#batches)
+
+
+class BatchStore(Protocol):
+    """The batch record (conditional writes: `StorageConflict` on a lost race) and the batch's item
+    list in chunks of `shared.core.batches.CHUNK_ITEMS` `[kind, value]` pairs."""
+
+    async def get(self, batch_id: str) -> BatchRecord | None: ...
+    async def create(self, record: BatchRecord) -> BatchRecord: ...
+    async def replace(self, record: BatchRecord) -> BatchRecord: ...
+    async def write_chunk(self, batch_id: str, index: int, items: list[list[str]]) -> None: ...
+    async def read_chunk(self, batch_id: str, index: int) -> list[list[str]]: ...
+
+
+class BatchItems(Protocol):
+    """The ledger records of a batch's items (`<batchId>.<n>`), read as item rows."""
+
+    async def rows(self, batch_id: str, items: int, *, details: bool) -> list[ItemRow]: ...
+
+
+class GroupDirectory(Protocol):
+    """The Entra group reads of a group batch (through the same Graph budget as every call)."""
+
+    async def group_exists(self, group_id: str) -> bool: ...
+    async def transitive_members(self, group_id: str) -> list[GroupMember]: ...
+    async def user_managed_devices(self, user_id: str) -> list[UserDevice]: ...
+
+
+class DelayedQueue(Protocol):
+    """A queue to send to now or after a delay, whose depth can be read (the batch pacing)."""
+
+    async def send_message(self, content: str, delay_seconds: int = 0) -> Any: ...
+    async def depth(self) -> int: ...

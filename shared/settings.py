@@ -7,9 +7,14 @@ message an operator can act on instead of a crash loop deep inside a trigger.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
+
+from shared.core.approvals import InvalidSetting, parse_allowed_requesters, parse_approval_rules
+
+_T = TypeVar("_T")
 
 POISON_SUFFIX = "-poison"
 # The Event Grid outbox is named after the results queue (docs/decisions/0021-event-grid-outbox.md).
@@ -46,6 +51,12 @@ class Settings:
     eventgrid_topic_endpoint: str | None = None
     eventgrid_topic_key: str | None = None
     eventgrid_retry_seconds: int = 300
+    # Approvals, guardrails and requesters (docs/contract.md#approvals-guardrails-and-requesters).
+    approval_rules: frozenset[str] = frozenset()
+    approval_timeout_seconds: int = 86400
+    guardrail_max_actions_per_hour: int = 100
+    guardrail_max_per_requester_per_hour: int = 0
+    allowed_requesters: tuple[str, ...] = ()
 
     @property
     def graph_host(self) -> str:
@@ -117,6 +128,16 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         eventgrid_topic_endpoint=eventgrid_endpoint,
         eventgrid_topic_key=eventgrid_key,
         eventgrid_retry_seconds=reader.integer("EVENTGRID_RETRY_SECONDS", 300, 1, 86400),
+        approval_rules=reader.parsed("APPROVAL_REQUIRED", parse_approval_rules, frozenset()),
+        # A follow-up message waits at most 7 days on a storage queue.
+        approval_timeout_seconds=reader.integer("APPROVAL_TIMEOUT_SECONDS", 86400, 60, 7 * 86400 - 1),
+        guardrail_max_actions_per_hour=reader.integer(
+            "GUARDRAIL_MAX_ACTIONS_PER_HOUR", 100, 0, 1_000_000, unit="action calls (0 = off)"
+        ),
+        guardrail_max_per_requester_per_hour=reader.integer(
+            "GUARDRAIL_MAX_PER_REQUESTER_PER_HOUR", 0, 0, 1_000_000, unit="action calls (0 = off)"
+        ),
+        allowed_requesters=reader.parsed("ALLOWED_REQUESTERS", parse_allowed_requesters, ()),
     )
     _check_graph_budget(settings, problems)
     queues = [settings.requests_queue, settings.results_queue, settings.followups_queue]
@@ -227,6 +248,17 @@ class _Reader:
         if not low <= value <= high:
             self._problems.append(f"{name}: {value} is outside {low}..{high}")
         return value
+
+    def parsed(self, name: str, parse: Callable[[str], _T], default: _T) -> _T:
+        """A list setting read by a parser of the core; a bad entry is named with the setting."""
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw)
+        except InvalidSetting as exc:
+            self._problems.append(f"{name}: {exc}")
+            return default
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._env.get(name)

@@ -29,6 +29,7 @@ class Role(StrEnum):
     SUBMIT = "PasscodeReset.Submit"
     READ = "PasscodeReset.Read"
     REVEAL_PASSCODE = "PasscodeReset.RevealPasscode"
+    APPROVE = "PasscodeReset.Approve"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Caller:
 
     name: str
     roles: frozenset[str] = frozenset()
+    # The accountable identity (roles mode only): recorded as `submittedBy` and used as the
+    # approver, compared for four eyes (docs/contract.md#accountable-caller).
+    principal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ def read_client_principal(header: str | None) -> Caller | None:
     ]
     role_types = {"roles", _text(document.get("role_typ"))} - {""}
     roles = frozenset(value for kind, value in claims if kind in role_types)
-    return Caller(name=_principal_name(document, claims), roles=roles)
+    return Caller(name=_principal_name(document, claims), roles=roles, principal=_accountable_name(document, claims))
 
 
 def _principal_name(document: dict[str, Any], claims: list[tuple[str, str]]) -> str:
@@ -93,6 +97,18 @@ def _principal_name(document: dict[str, Any], claims: list[tuple[str, str]]) -> 
         if kind and by_type.get(kind):
             return by_type[kind][:256]
     return "unnamed principal"
+
+
+def _accountable_name(document: dict[str, Any], claims: list[tuple[str, str]]) -> str:
+    """The claim named by `name_typ`, else `preferred_username`, else `upn` (a sign-in name, not a
+    display name); an app-only caller has none of them and is named as in the audit log."""
+    by_type: dict[str, str] = {}
+    for kind, value in claims:
+        by_type.setdefault(kind, value)
+    for kind in (_text(document.get("name_typ")), "preferred_username", "upn"):
+        if kind and by_type.get(kind, "").strip():
+            return by_type[kind].strip()[:256]
+    return _principal_name(document, claims)
 
 
 def _text(value: Any) -> str:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.ports import CheckState
 
-ProgressStatus = Literal["queued", "processing", "submitted"]
+ProgressStatus = Literal["queued", "processing", "submitted", "awaiting_approval"]
 
 
 class ResetAccepted(BaseModel):
@@ -20,7 +20,8 @@ class ResetAccepted(BaseModel):
     requestId: str = Field(description="The request's idempotency key (generated when the caller gave none)")
     status: ProgressStatus = Field(
         description="queued: accepted, not picked up yet; processing: being worked on; "
-        "submitted: Intune accepted the action, waiting for the device (only with until=final)"
+        "submitted: Intune accepted the action, waiting for the device; awaiting_approval: held for an "
+        "approver (both only with until=final)"
     )
     statusUrl: str = Field(description="Absolute URL of the status route; the same as the Location header")
 
@@ -46,13 +47,22 @@ class Problem(BaseModel):
     errors: list[ProblemFieldError] | None = Field(default=None, description="Each field at fault (400)")
 
 
+SecretKind = Literal["passcode", "unlockPin"]
+
+
 class PasscodeReveal(BaseModel):
     model_config = ConfigDict(extra="forbid", title="PasscodeReveal")
 
     requestId: str
     deviceId: str = Field(description="Intune managed device id")
-    passcode: str = Field(description="The new passcode Intune generated (secret: never stored or logged)")
-    actionState: str = Field(description="State of the resetPasscode action on the device")
+    kind: SecretKind = Field(
+        description="passcode: the new passcode of an Android passcode reset; unlockPin: the 6-digit recovery "
+        "PIN of a macOS remote lock (Intune shows it 30 days or until the next action on the Mac)"
+    )
+    passcode: str = Field(
+        description="The secret the user must type, as `kind` says (secret: never stored or logged)"
+    )
+    actionState: str = Field(description="State of the action (resetPasscode or remoteLock) on the device")
     startedAt: str | None = Field(default=None, description="When Intune started the action (UTC)")
 
 

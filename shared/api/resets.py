@@ -37,7 +37,7 @@ from shared.core.contract import (
     ResetRequest,
     parse_request_message,
 )
-from shared.core.device import our_action_result
+from shared.core.device import our_action_result, revealable_secret
 from shared.core.errors import GraphPermanentError
 from shared.core.lifecycle import LedgerRecord, Policy, State
 from shared.core.platforms import Action
@@ -100,6 +100,8 @@ async def _submit(
         queue=services.requests_queue,
         now=services.clock(),
         note="accepted over HTTP",
+        # Roles mode: the authenticated caller is accountable (docs/contract.md#accountable-caller).
+        submitted_by=caller.principal if services.require_roles else None,
     )
     fields = {"requestId": request_id, "correlationId": request.correlationId, "caller": caller.name}
     if submission.conflict:
@@ -120,7 +122,7 @@ async def _submit(
             "state": record.state.value,
         },
     )
-    return _status_answer(record, links, services.policy)
+    return status_answer(record, links, services.policy)
 
 
 # ====================================================================== GET /api/resets/{requestId}
@@ -144,17 +146,19 @@ async def get_reset_status(call: HttpCall, services: ApiServices) -> HttpAnswer:
         return unavailable(exc, request_id)
     if record is None:
         return unknown_request(request_id)
-    return _status_answer(record, Links.of(call, request_id, until, route_segments=2), services.policy)
+    return status_answer(record, Links.of(call, request_id, until, route_segments=2), services.policy)
 
 
-def _status_answer(record: LedgerRecord, links: Links, policy: Policy) -> HttpAnswer:
+def status_answer(record: LedgerRecord, links: Links, policy: Policy) -> HttpAnswer:
+    """What `GET /api/resets/{requestId}` answers for this record (the approval route answers it too)."""
     event = record.last_event
     if record.state.in_progress or event is None:
         status: ProgressStatus = "queued" if record.state is State.QUEUED else "processing"
         return _accepted(record.request_id, status, links, IN_PROGRESS_RETRY_AFTER)
     if links.until_final and not record.final:
         retry = max(IN_PROGRESS_RETRY_AFTER, min(policy.confirm_first_check_seconds, MAX_CONFIRMING_RETRY_AFTER))
-        return _accepted(record.request_id, "submitted", links, retry)
+        waiting: ProgressStatus = "awaiting_approval" if record.state is State.AWAITING_APPROVAL else "submitted"
+        return _accepted(record.request_id, waiting, links, retry)
     return json_answer(200, event["data"])
 
 
@@ -217,24 +221,28 @@ async def reveal_passcode(call: HttpCall, services: ApiServices) -> HttpAnswer:
 
 
 async def _find_passcode(record: LedgerRecord, services: ApiServices) -> PasscodeReveal | None:
-    """Only a resetPasscode result of this request's own action call counts (same rule as the
-    workflow's reconciliation: started at or after the call, within the clock tolerance)."""
+    """Only a result of this request's own action call counts (same rule as the workflow's
+    reconciliation: started at or after the call, within the clock tolerance): Android's new
+    passcode for resetPasscode, the Mac's unlock PIN for remoteLock, none for iOS."""
     if record.device_id is None or record.action_started_at is None or record.action is None:
         return None
     try:
         action = Action(record.action)
     except ValueError:
         return None
-    if action.graph_name != "resetPasscode":
+    if action is Action.REMOVE_PASSCODE:  # iOS: the passcode is removed, there is none to show
         return None
     results = await services.gateway.action_results(record.device_id)
     result = our_action_result(results, action, record.action_started_at, services.policy.clock_tolerance)
-    if result is None or not result.passcode:
+    secret = revealable_secret(result) if result is not None else None
+    if result is None or secret is None:
         return None
+    kind, value = secret
     return PasscodeReveal(
         requestId=record.request_id,
         deviceId=record.device_id,
-        passcode=result.passcode,
+        kind="unlockPin" if kind == "unlockPin" else "passcode",
+        passcode=value,
         actionState=result.state,
         startedAt=iso(result.started_at) if result.started_at else None,
     )

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from shared.core.lifecycle import Policy
 from shared.ports import HealthProbe, IntuneGateway, Ledger, MessageQueue
+from shared.workflow.services import Services
 
 
 @dataclass(frozen=True)
@@ -20,3 +21,6 @@ class ApiServices:
     health: HealthProbe
     require_roles: bool = False
     allow_passcode_reveal: bool = False
+    # The queue use cases' ports, for the approval route (shared/workflow/approval.py): a decision
+    # publishes events and re-enqueues requests like the queue side does.
+    workflow: Services | None = None

@@ -41,10 +41,11 @@ class Status(StrEnum):
     REJECTED = "rejected"
     DRY_RUN = "dry_run"
     TIMED_OUT = "timed_out"
+    AWAITING_APPROVAL = "awaiting_approval"  # held before any action call (docs/contract.md#approval-rules)
 
     @property
     def is_final(self) -> bool:
-        return self is not Status.SUBMITTED
+        return self not in (Status.SUBMITTED, Status.AWAITING_APPROVAL)
 
 
 class ReasonCode(StrEnum):
@@ -62,6 +63,11 @@ class ReasonCode(StrEnum):
     GRAPH_REJECTED = "graph_rejected"
     RETRIES_EXHAUSTED = "retries_exhausted"
     CONFIRMATION_TIMEOUT = "confirmation_timeout"
+    REQUESTER_NOT_ALLOWED = "requester_not_allowed"
+    APPROVAL_DENIED = "approval_denied"
+    APPROVAL_EXPIRED = "approval_expired"
+    APPROVAL_REQUIRED = "approval_required"
+    GUARDRAIL_TRIPPED = "guardrail_tripped"
 
 
 class DeviceRef(BaseModel):
@@ -312,6 +318,17 @@ class EventReason(BaseModel):
     message: str
 
 
+class ApprovalRecord(BaseModel):
+    """A human decision on a held request (docs/contract.md#approval-api)."""
+
+    model_config = ConfigDict(extra="forbid", title="PasscodeResetApproval")
+
+    decision: Literal["approve", "deny"]
+    by: str = Field(description="The approver: the authenticated principal, or self-asserted with function keys")
+    at: str = Field(description="When the decision was recorded (UTC)")
+    comment: str | None = None
+
+
 class OutcomeData(BaseModel):
     model_config = ConfigDict(extra="forbid", title="PasscodeResetOutcome")
 
@@ -326,6 +343,11 @@ class OutcomeData(BaseModel):
     requestedBy: str | None = None
     ticketId: str | None = None
     attempt: int = Field(ge=0)
+    submittedBy: str | None = Field(
+        default=None, description="The authenticated HTTP caller (roles mode); null on the queue and without roles"
+    )
+    batchId: str | None = Field(default=None, description="The batch of the request; null outside a batch")
+    approval: ApprovalRecord | None = Field(default=None, description="The approval decision, once there is one")
 
     @model_validator(mode="after")
     def _reason_matches_status(self) -> OutcomeData:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from shared.core.clock import iso
 from shared.core.contract import (
     EVENT_TYPE_PREFIX,
+    ApprovalRecord,
     EventDevice,
     EventReason,
     OutcomeData,
@@ -44,6 +46,9 @@ def build_event(
     scope: str | None = None,
     attempt: int = 0,
     trace_context: Mapping[str, str] | None = None,
+    submitted_by: str | None = None,
+    batch_id: str | None = None,
+    approval: Mapping[str, Any] | None = None,
 ) -> OutcomeEvent:
     """The outcome event; `trace_context` (traceparent, tracestate) becomes the CloudEvents
     distributed tracing extension attributes."""
@@ -59,6 +64,9 @@ def build_event(
         requestedBy=request.requestedBy if request else None,
         ticketId=request.ticketId if request else None,
         attempt=attempt,
+        submittedBy=submitted_by,
+        batchId=batch_id,
+        approval=ApprovalRecord.model_validate(dict(approval)) if approval else None,
     )
     return OutcomeEvent(
         id=event_id,

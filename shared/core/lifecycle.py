@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared.core.clock import iso
+from shared.core.clock import iso, parse_iso
 from shared.core.contract import ReasonCode, ResetRequest, Status
 from shared.core.device import ActionResult, IntuneDevice
 from shared.core.errors import ActionOutcomeUnknown, GraphBudgetExhausted, GraphError, GraphTransientError
@@ -38,6 +38,7 @@ class State(StrEnum):
     REJECTED = "rejected"
     DRY_RUN = "dry_run"
     TIMED_OUT = "timed_out"
+    AWAITING_APPROVAL = "awaiting_approval"  # held before any action call until a human decides
 
     @property
     def final(self) -> bool:
@@ -64,7 +65,12 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     # Picked up by the request queue; a poisoned message settles a request that never started.
     State.QUEUED: frozenset({State.PROCESSING, State.FAILED}),
     # Resolution, classification, cooldown and policy end here or lead to the action call.
-    State.PROCESSING: frozenset({State.ACTING, State.UNSUPPORTED, State.REJECTED, State.DRY_RUN, State.FAILED}),
+    State.PROCESSING: frozenset(
+        {State.ACTING, State.UNSUPPORTED, State.REJECTED, State.DRY_RUN, State.FAILED, State.AWAITING_APPROVAL}
+    ),
+    # Held for a human (docs/contract.md#approvals-guardrails-and-requesters): approved goes back to
+    # PROCESSING (re-enqueued); denied or expired ends rejected.
+    State.AWAITING_APPROVAL: frozenset({State.PROCESSING, State.REJECTED}),
     # The action call: accepted, refused, or unknown and then reconciled (back to PROCESSING when it
     # never reached Intune, so the next delivery may call it again).
     State.ACTING: frozenset({State.SUBMITTED, State.PROCESSING, State.FAILED}),
@@ -96,6 +102,12 @@ class Policy:
     clock_tolerance_seconds: int = 30
     max_defer_seconds: int = 300
     max_followup_interval_seconds: int = 3600
+    # Approvals and guardrails (docs/contract.md#approvals-guardrails-and-requesters).
+    approval_rules: frozenset[str] = frozenset()
+    approval_timeout_seconds: int = 86400
+    guardrail_max_actions_per_hour: int = 100  # 0 = off
+    guardrail_max_per_requester_per_hour: int = 0  # 0 = off
+    allowed_requesters: tuple[str, ...] = ()  # empty = anyone
 
     @property
     def clock_tolerance(self) -> timedelta:
@@ -127,6 +139,14 @@ class LedgerRecord:
     ticket_id: str | None = None
     history: tuple[dict[str, Any], ...] = ()
     etag: str | None = field(default=None, compare=False)
+    # v2, approvals (docs/contract.md#approvals-guardrails-and-requesters): who called over HTTP in
+    # roles mode, the batch (set by batch expansion), when the request was last held, and the human
+    # decision ({decision, by, at, comment}). An `approve` here, from a request's own approval or from
+    # its batch's, means the request is never held (again), by rules or guardrails.
+    submitted_by: str | None = None
+    batch_id: str | None = None
+    held_at: datetime | None = None
+    approval: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))  # also accepts the stored string
@@ -150,9 +170,23 @@ class LedgerRecord:
     def last_event(self) -> dict[str, Any] | None:
         return json.loads(self.last_event_json) if self.last_event_json else None
 
+    @property
+    def approved(self) -> bool:
+        return bool(self.approval) and self.approval.get("decision") == "approve"  # type: ignore[union-attr]
 
-def new_record(request: ResetRequest, state: State, now: datetime, note: str | None = None) -> LedgerRecord:
-    """The first ledger record of a request, keyed by its requestId and payload hash."""
+
+def new_record(
+    request: ResetRequest,
+    state: State,
+    now: datetime,
+    note: str | None = None,
+    *,
+    submitted_by: str | None = None,
+    batch_id: str | None = None,
+) -> LedgerRecord:
+    """The first ledger record of a request, keyed by its requestId and payload hash. `submitted_by`
+    (the authenticated HTTP caller) is recorded next to the request, not in it: the payload hash is
+    of the request only."""
     if state not in (State.QUEUED, State.PROCESSING):
         raise IllegalTransition(f"a request starts queued or processing, not {state}")
     entry = {"time": iso(now), "state": state.value, **({"note": note} if note else {})}
@@ -166,6 +200,8 @@ def new_record(request: ResetRequest, state: State, now: datetime, note: str | N
         requested_by=request.requestedBy,
         ticket_id=request.ticketId,
         history=(entry,),
+        submitted_by=submitted_by,
+        batch_id=batch_id,
     )
 
 
@@ -263,17 +299,27 @@ class Ignore:
 
 def on_delivery(record: LedgerRecord, now: datetime, policy: Policy) -> Republish | Reconcile | Process | Finish:
     """A request message arrived (first delivery, redelivery or a deferred copy)."""
-    if record.final or record.state is State.SUBMITTED:
+    if record.final or record.state in (State.SUBMITTED, State.AWAITING_APPROVAL):
         return Republish()
     if record.state is State.ACTING:
         return Reconcile()
-    if now - record.created_at > timedelta(seconds=policy.request_deadline_seconds):
+    if now - deadline_start(record) > timedelta(seconds=policy.request_deadline_seconds):
         return Finish(
             Status.FAILED,
             ReasonCode.RETRIES_EXHAUSTED,
             f"no action could be taken within {policy.request_deadline_seconds} s",
         )
     return Process()
+
+
+def deadline_start(record: LedgerRecord) -> datetime:
+    """REQUEST_DEADLINE_SECONDS counts from the first sight of the request, or from its approval: the
+    time a request waited for a human is not time it failed to act (docs/decisions/0015-approval-lifecycle.md)."""
+    if record.approved:
+        decided = parse_iso(str(record.approval.get("at")))  # type: ignore[union-attr]
+        if decided is not None and decided > record.created_at:
+            return decided
+    return record.created_at
 
 
 def resolution(kind: str, candidates: list[IntuneDevice], expected_upn: str | None) -> IntuneDevice | Finish:
@@ -369,7 +415,7 @@ def after_unknown_outcome(found: ActionResult | None, why: str) -> RecordSubmitt
 def on_poison(record: LedgerRecord, found: ActionResult | None) -> Republish | RecordSubmitted | Finish:
     """A request message that failed every delivery still ends in exactly one final event; an
     action call that did reach Intune is recorded as submitted instead."""
-    if record.final or record.state is State.SUBMITTED:
+    if record.final or record.state in (State.SUBMITTED, State.AWAITING_APPROVAL):
         return Republish()
     if record.state is State.ACTING and found is not None:
         return RecordSubmitted()
@@ -380,9 +426,19 @@ def on_poison(record: LedgerRecord, found: ActionResult | None) -> Republish | R
     )
 
 
-def on_followup_poison(record: LedgerRecord) -> Republish | Finish:
+def on_followup_poison(record: LedgerRecord) -> Republish | Ignore | Finish:
+    """A follow-up (confirmation or approval check) that failed every delivery."""
     if record.final:
         return Republish()
+    if record.state is State.AWAITING_APPROVAL:
+        # Approval checks are sent when the wait is due: one that cannot run still ends the wait.
+        return Finish(
+            Status.REJECTED,
+            ReasonCode.APPROVAL_EXPIRED,
+            "no approval decision in time, and the approval check failed on every delivery",
+        )
+    if record.state is not State.SUBMITTED:
+        return Ignore("follow-up poisoned for a request that is not submitted")
     return Finish(
         Status.FAILED,
         ReasonCode.RETRIES_EXHAUSTED,

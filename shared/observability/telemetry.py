@@ -48,6 +48,7 @@ OUTCOMES_COUNTER = "passcode_reset.outcomes"
 GRAPH_THROTTLED_COUNTER = "passcode_reset.graph.throttled"
 DEFERRALS_COUNTER = "passcode_reset.deferrals"
 EVENTGRID_COUNTER = "passcode_reset.eventgrid.deliveries"
+GUARDRAIL_COUNTER = "passcode_reset.guardrail.tripped"
 # msgraph-sdk's kiota layer opens about ten internal spans per Graph call; they would all become
 # "InProc" dependencies in Application Insights. Tracers whose scope name contains this are disabled.
 _QUIET_SCOPE_MARKER = "kiota"
@@ -114,6 +115,9 @@ class _Instruments:
             EVENTGRID_COUNTER,
             unit="{event}",
             description="Outbox events by result: delivered, failed (an attempt), undelivered (poisoned), invalid",
+        )
+        self.guardrail = meter.create_counter(
+            GUARDRAIL_COUNTER, unit="{request}", description="Requests held because a guardrail's hourly limit is full"
         )
         self.propagator = TraceContextTextMapPropagator()
 
@@ -371,3 +375,10 @@ def count_eventgrid(result: str) -> None:
     instruments = _state.instruments
     if instruments is not None:
         instruments.eventgrid.add(1, {"result": result})
+
+
+def count_guardrail_trip() -> None:
+    """A request held by a guardrail (docs/contract.md#guardrails); the alert in infra/app/alerts.bicep."""
+    instruments = _state.instruments
+    if instruments is not None:
+        instruments.guardrail.add(1)

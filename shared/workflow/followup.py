@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from shared.core import lifecycle
+from shared.core.approvals import on_approval_check
 from shared.core.contract import ResetRequest
 from shared.core.errors import GraphError
 from shared.core.lifecycle import Finish, LedgerRecord
@@ -27,6 +28,10 @@ async def handle_followup(body: bytes, services: Services) -> None:
         if loaded is None:
             return
         record, outcomes, check = loaded
+        if message.get("kind") == "approval":
+            with telemetry.step("approval expiry"):
+                await _approval_check(record, outcomes, services)
+            return
         with telemetry.step("confirm", check=check):
             await _confirm(record, outcomes, check, services)
 
@@ -42,6 +47,8 @@ async def handle_followup_poison(body: bytes, services: Services) -> None:
         decision = lifecycle.on_followup_poison(record)
         if isinstance(decision, lifecycle.Republish):
             await outcomes.republish(record)
+        elif isinstance(decision, lifecycle.Ignore):
+            log.warning(decision.why, extra=log_fields(outcomes.request, record))
         else:
             await outcomes.finish(record, decision.status, decision.code, decision.message)
 
@@ -64,6 +71,17 @@ async def _confirm(record: LedgerRecord, outcomes: Outcomes, check: int, service
         await outcomes.finish(record, verdict.status, verdict.code, verdict.message)
     else:
         await outcomes.follow_up(verdict)
+
+
+async def _approval_check(record: LedgerRecord, outcomes: Outcomes, services: Services) -> None:
+    """The wait for a decision is over: `rejected` / `approval_expired`, unless decided meanwhile."""
+    verdict = on_approval_check(record, services.clock(), services.policy)
+    if isinstance(verdict, lifecycle.Ignore):
+        log.info(verdict.why, extra=log_fields(outcomes.request, record))
+    elif isinstance(verdict, Finish):
+        await outcomes.finish(record, verdict.status, verdict.code, verdict.message)
+    else:
+        await outcomes.follow_up(verdict, kind="approval")
 
 
 async def _load(

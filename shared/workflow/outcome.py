@@ -15,6 +15,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from shared.core.approvals import approval_expiry, on_approval_check
 from shared.core.contract import EventDevice, ReasonCode, ResetRequest, Status
 from shared.core.errors import StorageConflict
 from shared.core.events import build_event, event_json, new_event_id
@@ -39,8 +40,8 @@ class Outcomes:
         with telemetry.step("publish", status=status.value, reasonCode=code.value):
             await self._emit(self._event(None, status, (code, message), event_id))
 
-    async def finish(self, record: LedgerRecord, status: Status, code: ReasonCode | None, message: str = "") -> None:
-        """Record the final outcome, then publish it; a lost race republishes the winner's."""
+    async def finish(self, record: LedgerRecord, status: Status, code: ReasonCode | None, message: str = "") -> bool:
+        """Record the final outcome, then publish it; a lost race republishes the winner's (False)."""
         with telemetry.step("publish", status=status.value, reasonCode=code.value if code else None):
             now = self.s.clock()
             reason = (code, message) if code is not None else None
@@ -50,8 +51,26 @@ class Outcomes:
                 await self.s.ledger.replace(record.moved_to(State.of(status), now, note, last_event_json=event))
             except StorageConflict:
                 await self.republish(await self.reload())  # whoever won recorded the outcome
+                return False
+            await self._emit(event)
+            return True
+
+    async def hold(self, record: LedgerRecord, code: ReasonCode, message: str) -> None:
+        """Hold the request for a human: record and publish `awaiting_approval`, schedule the check
+        that ends the wait after APPROVAL_TIMEOUT_SECONDS (docs/contract.md#approval-rules)."""
+        with telemetry.step("publish", status=Status.AWAITING_APPROVAL.value, reasonCode=code.value):
+            now = self.s.clock()
+            event = self._event(record, Status.AWAITING_APPROVAL, (code, message), new_event_id())
+            target = record.moved_to(
+                State.AWAITING_APPROVAL, now, f"{code}: {message}", held_at=now, last_event_json=event
+            )
+            try:
+                await self.s.ledger.replace(target)
+            except StorageConflict:
+                await self.republish(await self.reload())
                 return
             await self._emit(event)
+            await self.follow_up(approval_expiry(self.s.policy), kind="approval")
 
     async def submitted(self, record: LedgerRecord) -> None:
         """Intune accepted the action: record and publish `submitted`, schedule the first check."""
@@ -78,9 +97,17 @@ class Outcomes:
                 log.info("republished recorded outcome", extra=log_fields(self.request, record))
             if record.state is State.SUBMITTED:
                 await self.follow_up(first_followup(self.s.policy))
+            elif record.state is State.AWAITING_APPROVAL:
+                # The expiry check again (a crash may have lost the first); duplicates are harmless.
+                check = on_approval_check(record, self.s.clock(), self.s.policy)
+                await self.follow_up(check if isinstance(check, FollowUp) else FollowUp(1, 0), kind="approval")
 
-    async def follow_up(self, follow_up: FollowUp) -> None:
-        body = json.dumps({"requestId": self.request_id, "check": follow_up.check, **telemetry.current_trace_context()})
+    async def follow_up(self, follow_up: FollowUp, *, kind: str = "confirm") -> None:
+        """A delayed check on the follow-up queue: `confirm` (the device) or `approval` (expiry)."""
+        fields = {"requestId": self.request_id, "check": follow_up.check}
+        if kind != "confirm":
+            fields["kind"] = kind
+        body = json.dumps({**fields, **telemetry.current_trace_context()})
         await self.s.scheduler.schedule_followup(body, follow_up.delay)
 
     async def reload(self) -> LedgerRecord:
@@ -111,6 +138,9 @@ class Outcomes:
             scope=record.scope if shows_action and record else None,
             attempt=record.attempt if record else 0,
             trace_context=telemetry.current_trace_context(),
+            submitted_by=record.submitted_by if record else None,
+            batch_id=record.batch_id if record else None,
+            approval=record.approval if record else None,
         )
         return event_json(event)
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from shared.core import lifecycle
+from shared.core.approvals import GuardrailSlot, Hold, approval_hold, requester_check
 from shared.core.contract import EventDevice, InvalidRequest, ReasonCode, ResetRequest, Status, read_request_message
 from shared.core.device import ActionResult, IntuneDevice, our_action_result
 from shared.core.errors import (
@@ -147,6 +148,10 @@ class RequestRun:
     async def _process(self, record: LedgerRecord) -> None:
         if record.state is State.QUEUED:
             record = await self.s.ledger.replace(record.moved_to(State.PROCESSING, self.s.clock()))
+        refused = requester_check(self.request.requestedBy, self.s.policy)
+        if refused is not None:  # before any Graph call (docs/contract.md#requester-allow-list)
+            await self._finish(record, refused)
+            return
 
         with telemetry.step("resolve", deviceIdentifier=self.request.device.kind):
             resolved = await self._resolve_device(record)
@@ -168,6 +173,10 @@ class RequestRun:
         verdict = lifecycle.classification(decision, dry_run=self.request.dryRun)
         if isinstance(verdict, Finish):
             await self._finish(record, verdict)
+            return
+        hold = approval_hold(record, self.s.policy)
+        if hold is not None:
+            await self._hold(record, hold)
             return
         with telemetry.step("act", action=record.action, scope=record.scope):
             await self._act(record, device, decision)
@@ -211,11 +220,19 @@ class RequestRun:
             await self._finish(record, verdict)
             return
         now = self.s.clock()
+        # The guardrails count this call before the cooldown claim; an approved request is
+        # counted but never held again (docs/contract.md#guardrails).
+        slot = await self.s.guardrails.take(self.request.requestedBy, now, enforce=not record.approved)
+        if isinstance(slot, Hold):
+            telemetry.count_guardrail_trip()
+            await self._hold(record, slot)
+            return
         claim = await self.s.ledger.claim_device(
             device.id, self.request_id, now, timedelta(seconds=policy.cooldown_seconds)
         )
         verdict = lifecycle.cooldown(claim, policy)
         if isinstance(verdict, Finish):
+            await self.s.guardrails.give_back(slot)
             await self._finish(record, verdict)
             return
         try:
@@ -225,17 +242,25 @@ class RequestRun:
                 )
             )
         except StorageConflict:
+            await self.s.guardrails.give_back(slot)
             raise _Deferred(Defer(5, "concurrent_delivery", "another delivery of this request is at work")) from None
 
         try:
             await self.s.gateway.perform(device.id, decision.action)
         except GraphError as exc:
-            await self._after_action_error(record, exc)
+            await self._after_action_error(record, exc, slot)
             return
         await self.outcomes.submitted(record)
 
-    async def _after_action_error(self, record: LedgerRecord, error: GraphError) -> None:
+    async def _hold(self, record: LedgerRecord, hold: Hold) -> None:
+        log.info("request held for approval", extra=log_fields(self.request, record, reasonCode=hold.code.value))
+        await self.outcomes.hold(record, hold.code, hold.message)
+
+    async def _after_action_error(self, record: LedgerRecord, error: GraphError, slot: GuardrailSlot) -> None:
         decision = lifecycle.after_action_error(error, record, self.s.policy)
+        if not isinstance(decision, lifecycle.Reconcile):
+            # Intune did not take it (throttled, refused, never sent): not an action call to count.
+            await self.s.guardrails.give_back(slot)
         if isinstance(decision, lifecycle.Retry):
             try:
                 await self.s.ledger.replace(

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.core.approvals import GuardrailSlot, Hold
 from shared.core.lifecycle import Policy
-from shared.ports import EventPublisher, IntuneGateway, Ledger, WorkScheduler
+from shared.ports import EventPublisher, Guardrails, IntuneGateway, Ledger, WorkScheduler
+
+
+class NoGuardrails:
+    """Both guardrails off (`GUARDRAIL_MAX_*` = 0): nothing is counted and nothing is held."""
+
+    async def take(self, requested_by: str, now: datetime, *, enforce: bool) -> GuardrailSlot | Hold:
+        return GuardrailSlot()
+
+    async def give_back(self, slot: GuardrailSlot) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -18,3 +29,4 @@ class Services:
     scheduler: WorkScheduler
     clock: Callable[[], datetime]
     policy: Policy
+    guardrails: Guardrails = field(default_factory=NoGuardrails)

@@ -31,11 +31,21 @@ class Submission:
 
 
 async def submit_request(
-    request: ResetRequest, *, ledger: Ledger, queue: MessageQueue, now: datetime, note: str
+    request: ResetRequest,
+    *,
+    ledger: Ledger,
+    queue: MessageQueue,
+    now: datetime,
+    note: str,
+    submitted_by: str | None = None,
 ) -> Submission:
-    """Record `request` as queued (idempotent per requestId) and put it on the request queue."""
+    """Record `request` as queued (idempotent per requestId) and put it on the request queue.
+
+    `submitted_by` (the authenticated HTTP caller) is recorded with the first submission; it is not
+    part of the request or its payload hash, so a repeat by someone else is still the same request
+    and keeps the first submitter."""
     try:
-        record = await ledger.create(new_record(request, State.QUEUED, now, note))
+        record = await ledger.create(new_record(request, State.QUEUED, now, note, submitted_by=submitted_by))
         created = True
     except StorageConflict:
         existing = await ledger.get(str(request.requestId))
