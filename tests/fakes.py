@@ -103,7 +103,9 @@ class FakeGateway:
     def _record(self, device_id: str, action: Action) -> None:
         now = self.clock()
         others = [r for r in self.results.get(device_id, []) if r.action_name != action.graph_name]
-        self.results[device_id] = [*others, ActionResult(action.graph_name, "pending", now, now, "secret-1234")]
+        # Like Intune: a passcode reset leaves the new passcode, a (macOS) remote lock an unlock PIN.
+        secret = {"unlock_pin": "654321"} if action.graph_name == "remoteLock" else {"passcode": "secret-1234"}
+        self.results[device_id] = [*others, ActionResult(action.graph_name, "pending", now, now, **secret)]
 
     def _maybe_fail_read(self) -> None:
         if self.read_failures:

@@ -30,13 +30,14 @@ from kiota_abstractions.authentication import (
 
 from shared.adapters.graph_budget import GraphBudget
 from shared.adapters.retry_after import parse_retry_after
-from shared.core.device import ActionResult, IntuneDevice
+from shared.core.device import ActionResult, IntuneDevice, imei_lookup_forms, result_secrets
 from shared.core.errors import (
     ActionOutcomeUnknown,
     GraphError,
     GraphPermanentError,
     GraphTransientError,
     TooManyCandidates,
+    action_answer_kind,
 )
 from shared.core.platforms import Action
 
@@ -61,7 +62,10 @@ DEVICE_FIELDS = (
 FILTER_PROPERTY = {"serialNumber": "serialNumber", "imei": "imei", "azureAdDeviceId": "azureADDeviceId"}
 PAGE_SIZE = 100
 MAX_PAGES = 10
-TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}  # on reads; action POSTs: core.errors.action_answer_kind
+# Beta enum members newer than Graph's `unknownFutureValue` sentinel come by name only when asked
+# (docs/contract.md#classification): a new enrollment type must be seen, not hidden.
+PREFER_UNKNOWN_ENUM_MEMBERS = "include-unknown-enum-members"
 
 
 class StaticTokenProvider(AccessTokenProvider):
@@ -150,10 +154,19 @@ class MsGraphIntuneGateway:
         return IntuneDevice.from_graph(doc)
 
     async def find_devices(self, kind: str, value: str) -> list[IntuneDevice]:
-        """Devices whose `kind` identifier equals `value`, verified client-side."""
+        """Devices whose `kind` identifier equals `value`, verified client-side. An IMEI is asked
+        for in each form it may be stored in until one finds a verified match (`$filter` eq is exact
+        string equality): docs/decisions/0010-imei-lookup.md."""
         self.budget.check_action_room()
-        prop = FILTER_PROPERTY[kind]
-        literal = value.replace("'", "''")  # OData string literal: a quote is doubled
+        forms = imei_lookup_forms(value) if kind == "imei" else [value]
+        for form in forms:
+            matches = await self._find_by(kind, FILTER_PROPERTY[kind], form, value)
+            if matches:
+                return matches
+        return []
+
+    async def _find_by(self, kind: str, prop: str, form: str, value: str) -> list[IntuneDevice]:
+        literal = form.replace("'", "''")  # OData string literal: a quote is doubled
         expression = f"{prop} eq '{literal}'"
         url: str | None = (
             f"{self._base}/beta/deviceManagement/managedDevices"
@@ -183,6 +196,7 @@ class MsGraphIntuneGateway:
         from msgraph.generated.device_management.managed_devices.item.managed_device_item_request_builder import (
             ManagedDeviceItemRequestBuilder,
         )
+        from msgraph.generated.models.remote_lock_action_result import RemoteLockActionResult
         from msgraph.generated.models.reset_passcode_action_result import ResetPasscodeActionResult
 
         builder = self._client.device_management.managed_devices.by_managed_device_id(device_id)
@@ -195,14 +209,19 @@ class MsGraphIntuneGateway:
         results = []
         for item in (device.device_action_results if device else None) or []:
             state = item.action_state.value if item.action_state is not None else "none"
-            passcode = item.passcode if isinstance(item, ResetPasscodeActionResult) else None
+            typed = {
+                "passcode": item.passcode if isinstance(item, ResetPasscodeActionResult) else None,
+                "unlockPin": item.unlock_pin if isinstance(item, RemoteLockActionResult) else None,
+            }
+            secrets = result_secrets(typed, item.additional_data)
             results.append(
                 ActionResult(
                     action_name=item.action_name or "",
                     state=state,
                     started_at=item.start_date_time,
                     last_updated_at=item.last_updated_date_time,
-                    passcode=passcode,
+                    passcode=secrets["passcode"],
+                    unlock_pin=secrets["unlockPin"],
                 )
             )
         return results
@@ -218,6 +237,14 @@ class MsGraphIntuneGateway:
 
     # ----------------------------------------------------------------- plumbing
 
+    async def read_json(self, path_or_url: str) -> dict[str, Any]:
+        """A Graph GET (a path after the Graph root, or an `@odata.nextLink` of this Graph) as JSON,
+        through this gateway's budget and error mapping (shared/adapters/graph_directory.py)."""
+        url = path_or_url if "://" in path_or_url else self._base + path_or_url
+        if not self._same_origin(url):
+            raise GraphPermanentError("refusing a Graph link to another host")
+        return await self._get_json(url)
+
     async def _get_json(self, url: str) -> dict[str, Any]:
         from kiota_abstractions.method import Method
         from kiota_abstractions.request_information import RequestInformation
@@ -226,6 +253,7 @@ class MsGraphIntuneGateway:
         info = RequestInformation(Method.GET)
         info.url = url
         info.headers.try_add("Accept", "application/json")
+        info.headers.try_add("Prefer", PREFER_UNKNOWN_ENUM_MEMBERS)
         raw = await self._call(
             lambda: self._adapter.send_primitive_async(info, "bytes", {"XXX": ODataError}), is_action=False
         )
@@ -275,8 +303,15 @@ def _map_api_error(exc: APIError, *, is_action: bool) -> GraphError:
         + (f" {code}" if code else "")
         + (f" (request-id {request_id})" if request_id else "")
     )
-    if status == 504 and is_action:
-        return ActionOutcomeUnknown(detail, status=status, code=code)
+    if is_action:
+        # Only 400/401/403/404 (refused) and 429 (throttled) prove the action was not taken; a 503
+        # with Retry-After too may follow a queued action (docs/decisions/0011-unknown-action-outcomes.md).
+        kind = action_answer_kind(status) if status is not None else "unknown"
+        if kind == "unknown":
+            return ActionOutcomeUnknown(detail, status=status, code=code, retry_after=retry_after)
+        if kind == "not_taken":
+            return GraphTransientError(detail, status=status, code=code, retry_after=retry_after)
+        return GraphPermanentError(detail, status=status, code=code)
     if status in TRANSIENT_STATUSES:
         return GraphTransientError(detail, status=status, code=code, retry_after=retry_after)
     return GraphPermanentError(detail, status=status, code=code)

@@ -299,19 +299,21 @@ def _paths() -> dict[str, Any]:
         "/resets/{requestId}/passcode": {
             "get": {
                 "operationId": "RevealPasscode",
-                "summary": "Reveal the new passcode of a reset",
+                "summary": "Reveal the new passcode or unlock PIN of a reset",
                 "description": (
                     "Only when the app setting ALLOW_PASSCODE_REVEAL is true (otherwise 404). Reads the "
-                    "passcode Intune generated for this request's resetPasscode action live from the device's "
-                    "deviceActionResults (Android; iOS removes the passcode instead). Never stored; every "
-                    "call is audit-logged without the passcode. Do not log or store the response."
+                    "secret Intune generated for this request's action live from the device's "
+                    "deviceActionResults: kind passcode for an Android passcode reset, kind unlockPin for a "
+                    "macOS remote lock (the Mac's 6-digit recovery PIN, shown by Intune for 30 days or until "
+                    "the next action on the Mac); iOS removes the passcode instead. Never stored; every "
+                    "call is audit-logged without the secret. Do not log or store the response."
                 ),
                 "x-ms-visibility": "advanced",
                 "produces": produces,
                 "parameters": [_REQUEST_ID_PARAMETER],
                 "responses": {
                     "200": {
-                        "description": "The passcode (Cache-Control: no-store)",
+                        "description": "The passcode or unlock PIN (Cache-Control: no-store)",
                         "schema": _ref("PasscodeReveal"),
                         "headers": {"Cache-Control": {"type": "string", "description": "no-store"}},
                     },

@@ -69,7 +69,7 @@ class IntuneDevice:
         if kind == "serialNumber":
             return (self.serial_number or "").strip().casefold() == value.strip().casefold()
         if kind == "imei":
-            return "".join(ch for ch in (self.imei or "") if ch.isdigit()) == value
+            return imei_matches(self.imei, value)
         return False
 
 
@@ -80,6 +80,90 @@ class ActionResult:
     started_at: datetime | None
     last_updated_at: datetime | None
     passcode: str | None = field(default=None, repr=False)  # secret: never logged or stored
+    unlock_pin: str | None = field(default=None, repr=False)  # secret: macOS remote lock's recovery PIN
+
+
+# Which secret of a result the user must type, per Graph action: resetPasscodeActionResult.passcode
+# (Android's new passcode) and remoteLockActionResult.unlockPin (the Mac's Find My recovery PIN).
+SECRET_KIND = {"resetpasscode": "passcode", "remotelock": "unlockPin"}
+
+
+def revealable_secret(result: ActionResult) -> tuple[str, str] | None:
+    """(kind, secret) of a result, or None when it carries none (iOS, a PIN Intune hid already).
+    docs/contract.md#passcode-reveal; the kind follows the result's action name, any casing."""
+    kind = SECRET_KIND.get(result.action_name.lower())
+    secret = result.passcode if kind == "passcode" else result.unlock_pin if kind == "unlockPin" else None
+    return (kind, secret) if kind is not None and secret else None
+
+
+def result_secrets(typed: dict[str, Any], additional_data: dict[str, Any] | None) -> dict[str, str | None]:
+    """`passcode` and `unlockPin` of a deviceActionResult whatever form its `@odata.type` took.
+
+    msgraph-sdk builds the subtype (ResetPasscodeActionResult, RemoteLockActionResult) only from an
+    `@odata.type` starting with '#'; written without it, or absent, the base DeviceActionResult is
+    built and the members land in `additional_data` (docs/decisions/0012-untyped-action-results.md).
+    `typed` holds what the subtype's fields gave (None when not that subtype)."""
+    extra = {str(k).lower(): v for k, v in (additional_data or {}).items()}
+
+    def pick(name: str) -> str | None:
+        value = typed.get(name)
+        if not (isinstance(value, str) and value):
+            value = extra.get(name.lower())
+        return value if isinstance(value, str) and value else None
+
+    return {"passcode": pick("passcode"), "unlockPin": pick("unlockPin")}
+
+
+def imei_digits(value: str | None) -> str:
+    return "".join(ch for ch in (value or "") if "0" <= ch <= "9")
+
+
+def imei_matches(stored: str | None, requested: str) -> bool:
+    """docs/contract.md#device-resolution, IMEI forms: equal digits, or equal on the first 14 when
+    one side is 14 digits and the other 15 (the Luhn check digit, never checked itself), or when
+    either side is a 16-digit IMEISV (14 digits + a 2-digit software version)."""
+    have, want = imei_digits(stored), imei_digits(requested)
+    if len(have) < 14 or len(want) < 14 or len(have) > 16 or len(want) > 16:
+        return False
+    if have == want:
+        return True
+    lengths = {len(have), len(want)}
+    return (lengths == {14, 15} or 16 in lengths) and have[:14] == want[:14]
+
+
+def luhn_check_digit(digits14: str) -> str:
+    """The Luhn check digit that makes a 14-digit IMEI body a valid 15-digit IMEI."""
+    total = 0
+    for index, ch in enumerate(reversed(digits14)):
+        n = int(ch)
+        if index % 2 == 0:  # every second digit from the right, starting next to the check digit
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return str((10 - total % 10) % 10)
+
+
+def apple_grouping(digits15: str) -> str:
+    """Apple's way of writing an IMEI: `NN NNNNNN NNNNNN N`."""
+    return f"{digits15[:2]} {digits15[2:8]} {digits15[8:14]} {digits15[14:]}"
+
+
+def imei_lookup_forms(requested: str) -> list[str]:
+    """The stored forms to ask Graph for, one exact `$filter` each, most likely first; the lookup
+    stops at the first form with a verified match (docs/decisions/0010-imei-lookup.md).
+
+    15 digits: as given, Apple's grouping, the 14-digit body. 14 digits: as given, then the
+    15-digit form with the Luhn check digit, digits and grouped. 16 (IMEISV): as given, then the
+    14-digit body's 15-digit forms, then the body itself."""
+    digits = imei_digits(requested)
+    if len(digits) == 15:
+        forms = [digits, apple_grouping(digits), digits[:14]]
+    elif len(digits) in (14, 16):
+        body = digits[:14]
+        full = body + luhn_check_digit(body)
+        forms = [digits, full, apple_grouping(full)] + ([body] if len(digits) == 16 else [])
+    else:
+        forms = [requested]
+    return list(dict.fromkeys(forms))
 
 
 def our_action_result(

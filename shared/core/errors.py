@@ -16,9 +16,10 @@ class GraphError(Exception):
 
 
 class GraphTransientError(GraphError):
-    """Worth retrying later (429, 500, 502, 503, 504 on reads, timeouts, connection errors).
+    """Worth retrying later (on reads: 408, 429, 500, 502, 503, 504, timeouts, connection errors).
 
-    For an action POST this also means the action was certainly not applied.
+    For an action POST only a 429, a connection that could not be opened or the app's own budget:
+    the action was certainly not applied.
     """
 
 
@@ -32,8 +33,28 @@ class GraphPermanentError(GraphError):
 
 
 class ActionOutcomeUnknown(GraphError):
-    """An action POST whose result is unknown (504, timeout, dropped connection after sending):
-    it may or may not have reached the device, so it must be reconciled before any retry."""
+    """An action POST whose result is unknown (any answer but 2xx, 400, 401, 403, 404 and 429; a
+    timeout or a connection dropped after sending): it may or may not have reached the device, so
+    it must be reconciled before any retry."""
+
+
+# docs/contract.md#retries-and-unknown-outcomes, docs/decisions/0011-unknown-action-outcomes.md:
+# the only answers to an action POST that prove Intune did not take the action.
+ACTION_REFUSED_STATUSES = frozenset({400, 401, 403, 404})
+ACTION_NOT_TAKEN_STATUSES = frozenset({429})
+
+
+def action_answer_kind(status: int) -> str:
+    """What an HTTP status answering an action POST tells: "accepted" (2xx), "refused" (400, 401,
+    403, 404: for good), "not_taken" (429: throttled, retry later) or "unknown" (everything else,
+    500, 502, 503 even with Retry-After, 504, 408, 409, ...: Intune may have queued the action)."""
+    if 200 <= status < 300:
+        return "accepted"
+    if status in ACTION_REFUSED_STATUSES:
+        return "refused"
+    if status in ACTION_NOT_TAKEN_STATUSES:
+        return "not_taken"
+    return "unknown"
 
 
 class StorageConflict(Exception):

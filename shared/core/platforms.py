@@ -128,40 +128,55 @@ _ANDROID_ENTERPRISE = {
     "androidenterprisefullymanaged": Platform.ANDROID_FULLY_MANAGED,
     "androidenterprisecorporateworkprofile": Platform.ANDROID_CORPORATE_WORK_PROFILE,
 }
+# What legacy Android device administrator enrollments report (Company Portal, device enrollment
+# manager, or nothing). Any other enrollment type on an Android device that no row above claims is
+# a newer Android Enterprise (or unknown) mode: `unknown`, never device admin.
+_DEVICE_ADMIN_ENROLLMENT = {"", "unknown", "userenrollment", "deviceenrollmentmanager"}
 _APPLE_MOBILE = {"ios", "ipados", "visionos"}
 _WINDOWS_MOBILE_TYPES = {"windowsphone", "winmo6"}
 
 
 def classify(device: DeviceTraits) -> Platform:
     """The matrix row of a device, from its operating system and enrollment properties."""
+    return _classify(device)[0]
+
+
+def _classify(device: DeviceTraits) -> tuple[Platform, str | None]:
+    """The row, and for an `unknown` Android device why it is not a known row."""
     os_name = _norm(device.operating_system)
     enrollment = _norm(device.enrollment_type)
     device_type = _norm(device.device_type)
     agent = _norm(device.management_agent)
 
     if os_name in _APPLE_MOBILE:
-        return Platform.IOS_USER_ENROLLMENT if enrollment in _USER_ENROLLMENT else Platform.IOS
+        return (Platform.IOS_USER_ENROLLMENT if enrollment in _USER_ENROLLMENT else Platform.IOS), None
     if os_name == "macos":
-        return Platform.MACOS
+        return Platform.MACOS, None
     if os_name.startswith("windows"):
-        return Platform.WINDOWS_MOBILE if device_type in _WINDOWS_MOBILE_TYPES else Platform.WINDOWS
+        return (Platform.WINDOWS_MOBILE if device_type in _WINDOWS_MOBILE_TYPES else Platform.WINDOWS), None
     if os_name.startswith("android") or device_type.startswith("android") or enrollment.startswith("android"):
         if enrollment in _AOSP_ENROLLMENT or agent == "intuneaosp":
-            return Platform.ANDROID_AOSP
+            return Platform.ANDROID_AOSP, None
         if enrollment in _ANDROID_ENTERPRISE:
-            return _ANDROID_ENTERPRISE[enrollment]
+            return _ANDROID_ENTERPRISE[enrollment], None
         if device_type == "androidforwork":
-            return Platform.ANDROID_WORK_PROFILE
-        return Platform.ANDROID_DEVICE_ADMIN
-    return Platform.UNKNOWN
+            return Platform.ANDROID_WORK_PROFILE, None
+        if device_type == "androidenterprise" or enrollment not in _DEVICE_ADMIN_ENROLLMENT:
+            shown = (device.enrollment_type or "none").strip()[:80]
+            return Platform.UNKNOWN, (
+                f"Android enrollment type '{shown}' is not one this app knows a passcode action for "
+                "(not an Android Enterprise, AOSP or device administrator type in its platform matrix)"
+            )
+        return Platform.ANDROID_DEVICE_ADMIN, None
+    return Platform.UNKNOWN, None
 
 
 def choose_action(device: DeviceTraits, *, allow_remote_lock: bool) -> Decision:
     """The action Microsoft supports for this device, or why there is none."""
-    platform = classify(device)
+    platform, note = _classify(device)
     rule = MATRIX[platform]
     if rule.action is None:
-        return Decision(platform, None, None, rule.why_not)
+        return Decision(platform, None, None, note or rule.why_not)
     if rule.needs_remote_lock_permission and not allow_remote_lock:
         return Decision(platform, None, None, rule.why_not)
     if rule.gate is not None:

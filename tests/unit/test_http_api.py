@@ -65,6 +65,13 @@ class Api:
             self.call("GET", url, route_params={"requestId": request_id}, **call), self.services
         )
 
+    async def passcode_after_reset(self) -> Any:
+        await self.post(reset("ANDROID-1"))
+        await self.process_queue()
+        answer = await self.passcode("ANDROID-1")
+        assert answer.status == 200
+        return answer.json()
+
     async def passcode(self, request_id: str, **call: Any) -> HttpAnswer:
         url = f"{BASE}/resets/{request_id}/passcode"
         return await reveal_passcode(
@@ -357,6 +364,23 @@ async def test_passcode_is_read_live_and_audited_without_the_passcode(caplog: py
     assert [(a["principal"], a["requestId"], a["deviceId"], a["passcodeReturned"]) for a in audit] == [
         (FUNCTION_KEY_CALLER, "REQ-1", DEV, True)
     ]
+
+
+async def test_macos_remote_lock_reveals_its_unlock_pin_as_kind_unlock_pin(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    api = make_api(allow_passcode_reveal=True)
+    mac = "0d6b2a43-8f7e-4c1d-b2a9-5e6f7a8b9c0d"
+    api.h.gateway.add(device(mac, os="macOS", version="14.5", device_type="macMDM", enrollment="appleBulkWithUser"))
+    await api.post({"requestId": "MAC-1", "device": {"intuneDeviceId": mac}, "requestedBy": "flow@contoso.com",
+                    "allowRemoteLock": True})
+    await api.process_queue()
+    answer = await api.passcode("MAC-1")
+    assert answer.status == 200 and answer.headers["Cache-Control"] == "no-store"
+    assert (answer.json()["kind"], answer.json()["passcode"]) == ("unlockPin", "654321")
+    android = await api.passcode_after_reset()
+    assert (android["kind"], android["passcode"]) == ("passcode", "secret-1234")
+    assert "654321" not in "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records)
+    assert "654321" not in str(api.h.ledger.records["MAC-1"])
 
 
 async def test_passcode_of_an_earlier_action_is_never_revealed() -> None:

@@ -54,6 +54,20 @@ ROWS = [
     ("device admin 10", traits("Android", "10", "android"), False, Platform.ANDROID_DEVICE_ADMIN, None, None),
     ("device admin, empty version", traits("Android", "", "android"), False, Platform.ANDROID_DEVICE_ADMIN,
      None, None),
+    ("device admin, device enrollment manager 6.0", traits("Android", "6.0", "android", "deviceEnrollmentManager"),
+     False, Platform.ANDROID_DEVICE_ADMIN, Action.RESET_PASSCODE, Scope.DEVICE),
+    ("device admin, enrollment type unknown 5.1", traits("Android", "5.1", "android", "unknown"), False,
+     Platform.ANDROID_DEVICE_ADMIN, Action.RESET_PASSCODE, Scope.DEVICE),
+    # Issue 12: an Android Enterprise enrollment type the matrix does not know is unknown, not device
+    # admin, whatever its version (6.0 would pass the device admin gate).
+    ("new Android Enterprise type", traits("Android", "6.0", "androidEnterprise",
+     "androidEnterpriseDedicatedDeviceWithAzureADSharedMode"), False, Platform.UNKNOWN, None, None),
+    ("Android Enterprise served as unknownFutureValue", traits("Android", "13", "androidEnterprise",
+     "unknownFutureValue"), False, Platform.UNKNOWN, None, None),
+    ("Android Enterprise device type, no enrollment type", traits("Android", "13", "androidEnterprise"), False,
+     Platform.UNKNOWN, None, None),
+    ("Android Enterprise type on a device-admin device type", traits("Android", "6.0", "android",
+     "androidEnterpriseSomethingNew"), False, Platform.UNKNOWN, None, None),
     ("macOS without permission", traits("macOS", "14.5", "macMDM"), False, Platform.MACOS, None, None),
     ("macOS with allowRemoteLock", traits("macOS", "14.5", "macMDM"), True, Platform.MACOS, Action.REMOTE_LOCK,
      Scope.DEVICE),
@@ -104,3 +118,10 @@ def test_unsupported_version_reason_names_the_rule_and_the_reported_version() ->
 )
 def test_parse_version(raw: str | None, parsed: tuple[int, ...] | None) -> None:
     assert parse_version(raw) == parsed
+
+
+@pytest.mark.parametrize("enrollment", ["androidEnterpriseDedicatedDeviceWithAzureADSharedMode", "unknownFutureValue"])
+def test_unknown_android_enterprise_enrollment_reason_names_the_enrollment_type(enrollment: str) -> None:
+    decision = choose_action(traits("Android", "13", "androidEnterprise", enrollment), allow_remote_lock=False)
+    assert decision.platform is Platform.UNKNOWN and f"'{enrollment}'" in (decision.why_not or "")
+    assert "7.0" not in (decision.why_not or "")  # not the device administrator gate

@@ -232,7 +232,7 @@ async def test_persistent_transient_errors_end_in_one_failed_event() -> None:
     h = harness(Policy(max_action_attempts=3))
     h.gateway.add(device(DEV))
     for _ in range(5):
-        h.gateway.perform_failures.append((GraphTransientError("503", status=503), False))
+        h.gateway.perform_failures.append((GraphTransientError("429", status=429), False))  # throttled
     body = request()
     for n in range(5):
         await submit(h, body, message_id=f"m{n}")
