@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -40,7 +40,7 @@ class Caller:
     roles: frozenset[str] = frozenset()
     # The accountable identity (roles mode only): recorded as `submittedBy` and used as the
     # approver, compared for four eyes (docs/contract.md#accountable-caller).
-    principal: str | None = None
+    principal: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
