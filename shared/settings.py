@@ -57,6 +57,8 @@ class Settings:
     guardrail_max_actions_per_hour: int = 100
     guardrail_max_per_requester_per_hour: int = 0
     allowed_requesters: tuple[str, ...] = ()
+    # Batches (docs/contract.md#batches).
+    batches_queue: str = "passcode-reset-batches"
 
     @property
     def graph_host(self) -> str:
@@ -130,7 +132,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         eventgrid_retry_seconds=reader.integer("EVENTGRID_RETRY_SECONDS", 300, 1, 86400),
         approval_rules=reader.parsed("APPROVAL_REQUIRED", parse_approval_rules, frozenset()),
         # A follow-up message waits at most 7 days on a storage queue.
-        approval_timeout_seconds=reader.integer("APPROVAL_TIMEOUT_SECONDS", 86400, 60, 7 * 86400 - 1),
+        approval_timeout_seconds=reader.integer("APPROVAL_TIMEOUT_SECONDS", 86400, 1, 7 * 86400 - 1),
         guardrail_max_actions_per_hour=reader.integer(
             "GUARDRAIL_MAX_ACTIONS_PER_HOUR", 100, 0, 1_000_000, unit="action calls (0 = off)"
         ),
@@ -138,12 +140,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             "GUARDRAIL_MAX_PER_REQUESTER_PER_HOUR", 0, 0, 1_000_000, unit="action calls (0 = off)"
         ),
         allowed_requesters=reader.parsed("ALLOWED_REQUESTERS", parse_allowed_requesters, ()),
+        batches_queue=reader.queue("RESET_BATCHES_QUEUE", "passcode-reset-batches", poison=True),
     )
     _check_graph_budget(settings, problems)
-    queues = [settings.requests_queue, settings.results_queue, settings.followups_queue]
+    queues = [settings.requests_queue, settings.results_queue, settings.followups_queue, settings.batches_queue]
     if len(set(queues)) != len(queues):
         problems.append(
-            "RESET_REQUESTS_QUEUE, RESET_RESULTS_QUEUE, RESET_FOLLOWUPS_QUEUE: must be three different queues"
+            "RESET_REQUESTS_QUEUE, RESET_RESULTS_QUEUE, RESET_FOLLOWUPS_QUEUE, RESET_BATCHES_QUEUE: "
+            "must be four different queues"
         )
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))

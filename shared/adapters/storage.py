@@ -94,13 +94,16 @@ class StorageClients:
 
     def __init__(self, settings: Settings, *, retry: StorageRetry = RETRY, credential: Any = None) -> None:
         from azure.data.tables.aio import TableServiceClient
+        from azure.storage.blob.aio import BlobServiceClient
         from azure.storage.queue.aio import QueueServiceClient
 
         self._credential: Any = None
+        self.blobs: Any = None  # the batches' records and item lists (shared/adapters/batch_store.py)
         queue_options, table_options = retry.queue_options(), retry.table_options()
         if settings.storage_connection:
             self.queues = QueueServiceClient.from_connection_string(settings.storage_connection, **queue_options)
             self.tables = TableServiceClient.from_connection_string(settings.storage_connection, **table_options)
+            self.blobs = BlobServiceClient.from_connection_string(settings.storage_connection, **queue_options)
         else:
             self._credential = credential or _managed_identity(settings)
             self.queues = QueueServiceClient(
@@ -109,12 +112,30 @@ class StorageClients:
             self.tables = TableServiceClient(
                 endpoint=settings.storage_service_uris["table"], credential=self._credential, **table_options
             )
+            if "blob" in settings.storage_service_uris:
+                self.blobs = BlobServiceClient(
+                    settings.storage_service_uris["blob"], credential=self._credential, **queue_options
+                )
 
     def queue(self, name: str) -> Any:
         return self.queues.get_queue_client(name)
 
     def table(self, name: str) -> Any:
         return self.tables.get_table_client(name)
+
+    def container(self, name: str) -> Any:
+        if self.blobs is None:
+            raise StorageUnavailable("no blob endpoint: set AzureWebJobsStorage__blobServiceUri")
+        return self.blobs.get_container_client(name)
+
+    async def ensure_containers(self, names: list[str]) -> None:
+        """Create blob containers that do not exist yet (infra creates them in Azure)."""
+        with storage_errors("create blob containers"):
+            for name in names:
+                try:
+                    await self.container(name).create_container()
+                except ResourceExistsError:
+                    pass
 
     async def ensure(self, queue_names: list[str], table_names: list[str]) -> None:
         """Create queues and tables that do not exist yet (infra creates them in Azure)."""
@@ -130,6 +151,8 @@ class StorageClients:
     async def aclose(self) -> None:
         await self.queues.close()
         await self.tables.close()
+        if self.blobs is not None:
+            await self.blobs.close()
         if self._credential is not None:
             await self._credential.close()
 
@@ -160,6 +183,12 @@ class StorageQueue:
 
     async def publish(self, event_json: str) -> None:
         await self.send_message(event_json)
+
+    async def depth(self) -> int:
+        """Approximate number of messages, invisible ones (delayed, being processed) included."""
+        with storage_errors(f"properties of {self.name}"):
+            properties = await self._queue.get_queue_properties()
+        return int(properties.approximate_message_count or 0)
 
 
 class QueueWorkScheduler:

@@ -38,14 +38,17 @@ async def submit_request(
     now: datetime,
     note: str,
     submitted_by: str | None = None,
+    batch_id: str | None = None,
 ) -> Submission:
     """Record `request` as queued (idempotent per requestId) and put it on the request queue.
 
     `submitted_by` (the authenticated HTTP caller) is recorded with the first submission; it is not
     part of the request or its payload hash, so a repeat by someone else is still the same request
-    and keeps the first submitter."""
+    and keeps the first submitter. A batch item (shared/workflow/batches.py) names its `batch_id`."""
     try:
-        record = await ledger.create(new_record(request, State.QUEUED, now, note, submitted_by=submitted_by))
+        record = await ledger.create(
+            new_record(request, State.QUEUED, now, note, submitted_by=submitted_by, batch_id=batch_id)
+        )
         created = True
     except StorageConflict:
         existing = await ledger.get(str(request.requestId))

@@ -33,7 +33,7 @@ def test_identity_based_storage_is_accepted() -> None:
         ({}, "AzureWebJobsStorage"),
         ({**BASE, "RESET_REQUESTS_QUEUE": "Bad_Name"}, "RESET_REQUESTS_QUEUE"),
         ({**BASE, "RESET_REQUESTS_QUEUE": "q" * 60}, "RESET_REQUESTS_QUEUE: at most 56"),
-        ({**BASE, "RESET_RESULTS_QUEUE": "passcode-reset-requests"}, "must be three different queues"),
+        ({**BASE, "RESET_RESULTS_QUEUE": "passcode-reset-requests"}, "must be four different queues"),
         ({**BASE, "RESET_LEDGER_TABLE": "bad-table"}, "RESET_LEDGER_TABLE"),
         ({**BASE, "CONFIRM_TIMEOUT_SECONDS": "soon"}, "CONFIRM_TIMEOUT_SECONDS"),
         ({**BASE, "RESET_COOLDOWN_SECONDS": "-5"}, "RESET_COOLDOWN_SECONDS"),
