@@ -126,7 +126,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_post_budget=reader.integer("GRAPH_POST_BUDGET", 200, 1, 1_000_000, unit="calls"),
         graph_request_budget=reader.integer("GRAPH_REQUEST_BUDGET", 2000, 1, 10_000_000, unit="calls"),
         graph_budget_window_seconds=reader.integer("GRAPH_BUDGET_WINDOW_SECONDS", 20, 1, 3600),
-        graph_budget_instances=reader.integer("GRAPH_BUDGET_INSTANCES", 1, 1, 1000, unit="instances"),
+        graph_budget_instances=reader.integer("GRAPH_BUDGET_INSTANCES", 4, 1, 1000, unit="instances"),
         eventgrid_topic_endpoint=eventgrid_endpoint,
         eventgrid_topic_key=eventgrid_key,
         eventgrid_retry_seconds=reader.integer("EVENTGRID_RETRY_SECONDS", 300, 1, 86400),
@@ -155,9 +155,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
 
 def _check_graph_budget(settings: Settings, problems: list[str]) -> None:
-    """Each instance's share must allow at least one call, and actions count as requests too."""
-    if settings.graph_post_budget > settings.graph_request_budget:
-        problems.append("GRAPH_POST_BUDGET: cannot exceed GRAPH_REQUEST_BUDGET (every POST is also a request)")
+    """Actions count as requests too, and reads keep the difference (docs/contract.md#graph-budget);
+    the fallback share of each instance must allow at least one action per window."""
+    if settings.graph_post_budget >= settings.graph_request_budget:
+        problems.append(
+            "GRAPH_POST_BUDGET: must be less than GRAPH_REQUEST_BUDGET (every POST is also a request; "
+            "reads keep the difference)"
+        )
     if settings.graph_post_budget < settings.graph_budget_instances:
         problems.append(
             f"GRAPH_BUDGET_INSTANCES: {settings.graph_budget_instances} instances cannot share a "
