@@ -158,14 +158,16 @@ async def test_504_after_the_action_was_applied_still_makes_one_action(product_s
         assert await stack.sim.control.applied_count(ADELE) == 1
 
 
-async def test_persistent_503_ends_in_one_failed_event(product_stack: ProductFactory) -> None:
+async def test_persistent_throttling_ends_in_one_failed_event(product_stack: ProductFactory) -> None:
+    # A 429 is the one transient answer to an action POST that proves Intune did not take it, so it
+    # is retried at once after Retry-After; a 5xx is reconciled first (tests/e2e/test_real_intune.py).
     async with product_stack() as stack:
-        await stack.sim.control.add_fault("503", method="POST", device_id=ADELE, times=None, retry_after=1)
-        await stack.send(request("S503-1"))
-        final = (await stack.wait_final("S503-1", timeout=40))["S503-1"]["data"]
+        await stack.sim.control.add_fault("429", method="POST", device_id=ADELE, times=None, retry_after=1)
+        await stack.send(request("S429-1"))
+        final = (await stack.wait_final("S429-1", timeout=40))["S429-1"]["data"]
         await stack.settle(1)
         assert final["status"] == "failed" and final["reason"]["code"] == "retries_exhausted"
-        assert len(stack.finals("S503-1")) == 1 and final["attempt"] == 5
+        assert len(stack.finals("S429-1")) == 1 and final["attempt"] == 5
         assert await stack.sim.control.applied_count(ADELE) == 0
 
 
