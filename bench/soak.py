@@ -6,7 +6,8 @@ device, and pushes the requests (mixed platforms and identifier kinds, plain and
 messages, some through `POST /api/resets`, 10 % sent twice: half at once, half after their final
 event) while the simulator injects faults on Graph calls:
 
-    429 (5 %, Retry-After), 503 (3 %, Retry-After), 504 after applying an action (1 % of POSTs),
+    429 (5 %, Retry-After), 503 (3 %, Retry-After), 504, 500 and 502 after applying an action (1 %
+    of POSTs each; a 5xx on a POST is an unknown outcome, reconciled before any retry),
     dropped connections (1 % before, 0.5 % of POSTs after applying), latency spikes (2 %, 1.5 s)
 
 and the host is killed with SIGKILL and restarted at fixed points of progress. At the end it waits
@@ -77,6 +78,7 @@ class SoakConfig:
     complete_after: float = 0.3  # the simulated device finishes an action after this many seconds
     lease_seconds: float = 10.0  # visibility of a message a host received (see bench/soak_host.py)
     action_lease_seconds: int | None = None  # None: the product's Policy default
+    after_apply_5xx: float = 0.01  # share of POSTs answered 500 (and as many 502) after applying the action
     reveals: int = 20  # passcode reveals through the HTTP API after the run (the leak scan covers them)
     timeout: float = 1800.0
     seed: int = 7
@@ -108,6 +110,7 @@ class SoakReport:
 
     def line(self) -> str:
         fields = {k: v for k, v in asdict(self).items() if k != "details"}
+        fields["guardrails"] = "off"  # GUARDRAIL_MAX_ACTIONS_PER_HOUR=0 for this run (see _host_env)
         return json.dumps(fields, separators=(", ", ": "))
 
 
@@ -169,6 +172,8 @@ def fault_rules(config: SoakConfig) -> list[dict[str, Any]]:
     return [
         {"fault": "latency", "probability": 0.02, "latencyMs": 1500, **forever},
         {"fault": "504_after_apply", "match": post, "probability": 0.01, **forever},
+        {"fault": "500_after_apply", "match": post, "probability": config.after_apply_5xx, **forever},
+        {"fault": "502_after_apply", "match": post, "probability": config.after_apply_5xx, **forever},
         {"fault": "drop_after_apply", "match": post, "probability": 0.005, **forever},
         {"fault": "429", "probability": 0.05, "retryAfter": config.retry_after, **forever},
         {"fault": "503", "probability": 0.03, "retryAfter": config.retry_after, **forever},
@@ -199,6 +204,7 @@ class Soak:
         )
         self.by_id = {p.request_id: p for p in self.plan}
         self.final_ids: dict[str | None, set[str]] = collections.defaultdict(set)
+        self.faults_fired: dict[str, int] = {}
         self.first_final: dict[str, dict[str, Any]] = {}
         self.event_texts: list[str] = []
         self.messages_sent = 0
@@ -241,6 +247,10 @@ class Soak:
                 deadline = started + self.config.timeout
                 await self._drive(service, session, host, deadline)
                 await self._wait_drained(service, deadline)
+                fired: collections.Counter[str] = collections.Counter()
+                for rule in await control.faults():
+                    fired[rule["fault"]] += int(rule.get("fired") or 0)
+                self.faults_fired = dict(sorted(fired.items()))
                 await control.clear_faults()
                 reveals = await self._reveal_passcodes(session, host)
                 actions = await control.actions()
@@ -296,6 +306,9 @@ class Soak:
             # simulator does not enforce it and the app's client-side pacer gets room to match.
             "GRAPH_POST_BUDGET": "100000",
             "GRAPH_REQUEST_BUDGET": "1000000",
+            # Guardrails off: this run counts every request reaching one final outcome, and a
+            # guardrail holds requests for approval by design (bench/guardrail_soak.py measures that).
+            "GUARDRAIL_MAX_ACTIONS_PER_HOUR": "0",
         }
 
     # -- driving ---------------------------------------------------------------------------------
@@ -519,6 +532,7 @@ class Soak:
                 "secrets_scanned": {kind: len(values) for kind, values in secrets_to_find.items()},
                 "reveals": reveals,
                 "graph_calls": calls,
+                "faults_fired": self.faults_fired,
                 "http_errors": dict(self.http_errors),
                 "host_log_lines": log_text.count("\n"),
                 "events": len(self.event_texts),
