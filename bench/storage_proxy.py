@@ -73,7 +73,7 @@ class StorageFaultProxy:
         self._listeners: dict[str, asyncio.AbstractServer] = {}
         self._ports: dict[str, int] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._down = False
+        self._down: set[str] = set()
         self._busy_until = 0.0
         self._outage_lock = asyncio.Lock()
 
@@ -114,27 +114,29 @@ class StorageFaultProxy:
 
     # -- faults on demand -----------------------------------------------------------------------
 
-    async def outage(self, seconds: float) -> None:
-        """Storage unreachable for `seconds`: listeners closed, every connection cut."""
+    async def outage(self, seconds: float, services: tuple[str, ...] = SERVICES) -> None:
+        """Storage (or some of its services) unreachable for `seconds`: listeners closed, every
+        connection cut."""
         async with self._outage_lock:
-            self.begin_outage()
+            self.begin_outage(services)
             try:
                 await asyncio.sleep(seconds)
             finally:
                 await self.end_outage()
 
-    def begin_outage(self) -> None:
-        self._down = True
+    def begin_outage(self, services: tuple[str, ...] = SERVICES) -> None:
         self.counts["outages"] += 1
-        for listener in self._listeners.values():
-            listener.close()
-        self._listeners.clear()
-        self._cut_connections()
+        for service in services:
+            self._down.add(service)
+            listener = self._listeners.pop(service, None)
+            if listener is not None:
+                listener.close()
+            self._cut_connections(service)
 
     async def end_outage(self) -> None:
-        for service in SERVICES:
+        for service in sorted(self._down):
             await self._listen(service, self._ports[service])
-        self._down = False
+        self._down.clear()
 
     async def busy_burst(self, seconds: float) -> None:
         """Every call answered 503 ServerBusy for `seconds` (a throttled account)."""
@@ -158,8 +160,10 @@ class StorageFaultProxy:
         self._listeners[service] = listener
         self._ports[service] = int(listener.sockets[0].getsockname()[1])
 
-    def _cut_connections(self) -> None:
-        for server in self._servers.values():
+    def _cut_connections(self, *services: str) -> None:
+        for name, server in self._servers.items():
+            if services and name not in services:
+                continue
             for handler in server.connections:
                 transport = handler.transport
                 if transport is not None:
@@ -180,8 +184,8 @@ class StorageFaultProxy:
         return handle
 
     async def _handle(self, service: str, request: web.BaseRequest) -> web.StreamResponse:
-        if self._down:
-            return await self._cut(request, "refused_in_outage")
+        if service in self._down:
+            return await self._cut(request, "cut_in_outage")
         if self.faults.latency and self._random.random() < self.faults.latency:
             self.counts["latency"] += 1
             await asyncio.sleep(self.faults.latency_s)

@@ -1,15 +1,24 @@
 """Queue triggers: polling one queue with the queue extension's options (batchSize,
-newBatchThreshold, maxPollingInterval), message leases, dequeue count and ``<queue>-poison``."""
+newBatchThreshold, maxPollingInterval), message leases, dequeue count and ``<queue>-poison``.
+
+When storage fails under it, the listener does what the Functions host's queue listener does
+(docs/devstack.md#when-storage-fails): a failed poll backs off like an empty one (randomized
+exponential, up to maxPollingInterval) and polls again, never ending the listener; a failed lease
+renewal is retried sooner, and given up only when the message is gone or no longer ours; a
+message whose release, delete or move to the poison queue fails is left to reappear when its
+visibility ends, so the function runs again (at least once, never lost).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as TriggerQueueMessage
 from azure.storage.queue import QueueMessage as StorageQueueMessage
 from azure.storage.queue.aio import QueueClient
@@ -35,17 +44,25 @@ class Lease:
         self._task = asyncio.create_task(self._renew())
 
     async def _renew(self) -> None:
+        wait = self._duration / 2
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), self._duration / 2)
+                await asyncio.wait_for(self._done.wait(), wait)
                 return
             try:
                 updated = await self._client.update_message(
                     self.message_id, self.pop_receipt, visibility_timeout=int(self._duration)
                 )
             except AzureError as exc:
+                if lost_ownership(exc):  # deleted, or received again by someone else: not ours now
+                    log.warning("message lease lost", extra={"message_id": self.message_id, "error": str(exc)})
+                    return
+                # Storage failing: try again sooner, before the visibility runs out (the host's
+                # LinearSpeedupStrategy in UpdateQueueMessageVisibilityCommand).
                 log.warning("message lease renewal failed", extra={"message_id": self.message_id, "error": str(exc)})
-                return
+                wait = max(1.0, wait / 2)
+                continue
+            wait = self._duration / 2
             self.pop_receipt = updated.pop_receipt or self.pop_receipt
 
     async def end(self) -> str:
@@ -53,6 +70,19 @@ class Lease:
         self._done.set()
         await asyncio.shield(self._task)
         return self.pop_receipt
+
+
+def lost_ownership(exc: AzureError) -> bool:
+    """The message was deleted (404) or its pop receipt no longer matches (400): renewing, releasing
+    or deleting it again cannot succeed (the host's IsNotFoundMessageOrQueueNotFound and
+    IsBadRequestPopReceiptMismatch)."""
+    return isinstance(exc, ResourceNotFoundError) or (isinstance(exc, HttpResponseError) and exc.status_code == 400)
+
+
+def next_poll_delay(delay: float, minimum: float, maximum: float) -> float:
+    """The delay after an empty or failed poll: the host's RandomizedExponentialBackoffStrategy
+    (the increment doubles, randomized by +-20 %, capped at maxPollingInterval)."""
+    return min(maximum, max(minimum, delay * 2 * random.uniform(0.8, 1.2)))
 
 
 class QueueListener:
@@ -114,7 +144,7 @@ class QueueListener:
                     self._spawn(message)
                 continue
             await self._sleep(delay)
-            delay = min(delay * 2, self._options.max_polling_interval)
+            delay = next_poll_delay(delay, self._host.min_polling_interval, self._options.max_polling_interval)
 
     async def _wait_for_capacity(self) -> None:
         """A new batch is fetched only when in-flight work dropped to newBatchThreshold."""
@@ -132,8 +162,10 @@ class QueueListener:
             return [message async for message in page]
         except StopAsyncIteration:
             return []
-        except AzureError as exc:
-            log.warning("queue receive failed", extra={"queue": self.queue_name, "error": str(exc)})
+        except Exception as exc:  # storage down, throttling, a timeout: back off and poll again
+            log.warning(
+                "queue receive failed", extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"}
+            )
             return []
 
     async def _sleep(self, delay: float) -> None:

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+# The retries of the Functions host's queue clients: Azure.Core's default RetryOptions (3 retries,
+# exponential from 0.8 s), here as azure-storage-queue's ExponentialRetry (0.8 s, then 0.8 + 2 ** n s),
+# with network timeouts short enough that a storage outage shows within seconds.
+HOST_STORAGE_RETRY: dict[str, Any] = {
+    "retry_total": 3,
+    "initial_backoff": 0.8,
+    "increment_base": 2,
+    "random_jitter_range": 0.4,
+    "connection_timeout": 5,
+    "read_timeout": 30,
+}
 
 
 class QueueStore:
@@ -19,7 +32,8 @@ class QueueStore:
     def client(self, connection: str, queue: str) -> QueueClient:
         service = self._services.get(connection)
         if service is None:
-            service = self._services[connection] = QueueServiceClient.from_connection_string(connection)
+            service = QueueServiceClient.from_connection_string(connection, **HOST_STORAGE_RETRY)
+            self._services[connection] = service
         return service.get_queue_client(queue)
 
     async def ensure(self, connection: str, queue: str) -> None:

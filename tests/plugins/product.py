@@ -96,7 +96,7 @@ def product_stack(
     azurite: Azurite, sim: RunningSimulator, start_host: Any, monkeypatch: pytest.MonkeyPatch
 ) -> ProductFactory:
     @contextlib.asynccontextmanager
-    async def factory(**overrides: str) -> AsyncIterator[ProductStack]:
+    async def factory(host_options: dict[str, Any] | None = None, **overrides: str) -> AsyncIterator[ProductStack]:
         suffix = uuid.uuid4().hex[:10]
         settings = {
             "AzureWebJobsStorage": azurite.connection_string,
@@ -117,7 +117,7 @@ def product_stack(
         try:
             async with (
                 QueueServiceClient.from_connection_string(azurite.connection_string) as service,
-                start_host("function_app:app", settings) as host,
+                start_host("function_app:app", settings, **(host_options or {})) as host,
             ):
                 with contextlib.suppress(ResourceExistsError):
                     await service.create_queue(settings["RESET_RESULTS_QUEUE"])
