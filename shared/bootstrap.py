@@ -12,18 +12,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.adapters.batch_store import BATCH_CONTAINER, BlobBatchStore, TableBatchItems
 from shared.adapters.eventgrid import EventGridTopicClient, OutboxPublisher
 from shared.adapters.graph import MsGraphIntuneGateway
-from shared.adapters.graph_budget import BudgetLimits, GraphBudget
+from shared.adapters.graph_budget import BudgetLimits, CallBudget, GraphBudget
+from shared.adapters.graph_directory import GraphGroupDirectory
 from shared.adapters.guardrails import TableGuardrails
 from shared.adapters.health import RuntimeHealthProbe
 from shared.adapters.ledger import TableLedger
+from shared.adapters.shared_budget import SharedGraphBudget, TableBudgetStore
 from shared.adapters.storage import QueueWorkScheduler, StorageClients, StorageQueue
 from shared.api.services import ApiServices
+from shared.core.batches import Pacing
 from shared.core.clock import utcnow
 from shared.core.lifecycle import Policy
 from shared.ports import EventPublisher, Guardrails
 from shared.settings import POISON_SUFFIX, Settings, load_settings
+from shared.workflow.batches import BatchServices
 from shared.workflow.eventgrid import EventGridServices
 from shared.workflow.services import NoGuardrails, Services
 
@@ -39,6 +44,7 @@ class Runtime:
     gateway: MsGraphIntuneGateway
     eventgrid: EventGridServices
     eventgrid_topic: EventGridTopicClient | None = None
+    batches: BatchServices | None = None  # None without a blob endpoint (docs/contract.md#batches)
 
     async def aclose(self) -> None:
         await self.gateway.aclose()
@@ -68,21 +74,31 @@ def guardrails(settings: Settings, ledger_table: Any, policy: Policy) -> Guardra
     return NoGuardrails()
 
 
-def graph_budget(settings: Settings) -> GraphBudget:
-    """This process's share of Intune's Graph budget (docs/decisions/0007-graph-budget.md)."""
-    limits = BudgetLimits(
+def budget_limits(settings: Settings) -> BudgetLimits:
+    return BudgetLimits(
         actions=settings.graph_post_budget,
         requests=settings.graph_request_budget,
         window_seconds=settings.graph_budget_window_seconds,
     )
-    return GraphBudget(limits.share(settings.graph_budget_instances))
 
 
-def build_gateway(settings: Settings) -> MsGraphIntuneGateway:
+def graph_budget(settings: Settings) -> GraphBudget:
+    """One instance's fallback share of the Graph budget, 1/GRAPH_BUDGET_INSTANCES, kept in process
+    while the shared budget cannot be reached (docs/decisions/0013-shared-graph-budget.md)."""
+    return GraphBudget(budget_limits(settings).share(settings.graph_budget_instances))
+
+
+def shared_graph_budget(settings: Settings, ledger_table: Any) -> SharedGraphBudget:
+    """The Graph budget of all instances together, kept in the ledger table
+    (docs/contract.md#graph-budget, docs/decisions/0013-shared-graph-budget.md)."""
+    return SharedGraphBudget(TableBudgetStore(ledger_table), budget_limits(settings), fallback=graph_budget(settings))
+
+
+def build_gateway(settings: Settings, budget: CallBudget | None = None) -> MsGraphIntuneGateway:
     # httpx logs every call's URL at INFO, and a Graph URL carries the request's identifier
     # ($filter=serialNumber eq '...'): request values are never logged (README, Operations).
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    budget = graph_budget(settings)
+    budget = budget or graph_budget(settings)
     if settings.graph_token:
         return MsGraphIntuneGateway.with_static_token(settings.graph_base_url, settings.graph_token, budget=budget)
     from azure.identity.aio import DefaultAzureCredential
@@ -100,6 +116,8 @@ async def build_runtime(settings: Settings) -> Runtime:
             settings.followups_queue,
             settings.requests_queue + POISON_SUFFIX,
             settings.followups_queue + POISON_SUFFIX,
+            settings.batches_queue,
+            settings.batches_queue + POISON_SUFFIX,
             *(
                 [settings.eventgrid_outbox_queue, settings.eventgrid_outbox_queue + POISON_SUFFIX]
                 if settings.eventgrid_topic_endpoint
@@ -108,7 +126,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         ],
         [settings.ledger_table],
     )
-    gateway = build_gateway(settings)
+    gateway = build_gateway(settings, shared_graph_budget(settings, storage.table(settings.ledger_table)))
     ledger = TableLedger(storage.table(settings.ledger_table))
     requests_queue = StorageQueue(storage.queue(settings.requests_queue), settings.requests_queue)
     policy = policy_from(settings)
@@ -147,8 +165,10 @@ async def build_runtime(settings: Settings) -> Runtime:
         allow_passcode_reveal=settings.allow_passcode_reveal,
         workflow=services,
     )
+    batches = await build_batches(settings, storage, gateway, ledger, requests_queue, publisher)
     log.info("runtime ready", extra={"settings": repr(settings)})
     return Runtime(
+        batches=batches,
         settings=settings,
         services=services,
         api=api,
@@ -156,6 +176,31 @@ async def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         eventgrid=eventgrid,
         eventgrid_topic=topic,
+    )
+
+
+async def build_batches(
+    settings: Settings,
+    storage: StorageClients,
+    gateway: MsGraphIntuneGateway,
+    ledger: TableLedger,
+    requests_queue: StorageQueue,
+    publisher: EventPublisher,
+) -> BatchServices | None:
+    """The batch use cases' ports; their items are paced at the app's whole Graph action rate."""
+    if storage.blobs is None:
+        return None
+    await storage.ensure_containers([BATCH_CONTAINER])
+    return BatchServices(
+        store=BlobBatchStore(storage.container(BATCH_CONTAINER)),
+        items=TableBatchItems(storage.table(settings.ledger_table)),
+        ledger=ledger,
+        requests_queue=requests_queue,
+        batches_queue=StorageQueue(storage.queue(settings.batches_queue), settings.batches_queue),
+        directory=GraphGroupDirectory(gateway),
+        publisher=publisher,
+        clock=utcnow,
+        pacing=Pacing(rate_per_second=settings.graph_post_budget / settings.graph_budget_window_seconds),
     )
 
 

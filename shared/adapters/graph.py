@@ -7,7 +7,7 @@ enrollment types into None. Actions go through the typed v1.0 request builders. 
 retry handler is switched off for every call: a retried action POST after a 504 could reset a
 device twice, and throttled work is deferred on the queue instead of holding a worker.
 
-Every call takes a slot of the process's `GraphBudget` (shared/adapters/graph_budget.py) in the HTTP
+Every call takes a slot of the Graph budget (shared/adapters/shared_budget.py, all instances together) in the HTTP
 transport (shared/adapters/graph_transport.py), and a 429 pauses the whole budget. msgraph-sdk, kiota-http
 and httpx are imported when the first gateway is built, not with this module: an instance that
 never calls Graph (the HTTP API's status routes) does not pay for them at start-up.
@@ -28,7 +28,7 @@ from kiota_abstractions.authentication import (
     BaseBearerTokenAuthenticationProvider,
 )
 
-from shared.adapters.graph_budget import GraphBudget
+from shared.adapters.graph_budget import CallBudget, GraphBudget
 from shared.adapters.retry_after import parse_retry_after
 from shared.core.device import ActionResult, IntuneDevice, imei_lookup_forms, result_secrets
 from shared.core.errors import (
@@ -89,7 +89,7 @@ class MsGraphIntuneGateway:
         auth_provider: AuthenticationProvider,
         *,
         timeout_s: float = 30.0,
-        budget: GraphBudget | None = None,
+        budget: CallBudget | None = None,
     ) -> None:
         import httpx
         from kiota_http.middleware.options import RetryHandlerOption
@@ -100,7 +100,7 @@ class MsGraphIntuneGateway:
         from shared.adapters.graph_transport import BudgetTransport, GraphDependencyTransport
 
         self._base = base_url.rstrip("/")
-        self.budget = budget or GraphBudget()
+        self.budget: CallBudget = budget or GraphBudget()
         http_client = GraphClientFactory.create_with_default_middleware(
             client=httpx.AsyncClient(
                 timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
@@ -115,13 +115,13 @@ class MsGraphIntuneGateway:
         self._client = GraphServiceClient(request_adapter=self._adapter)
 
     @classmethod
-    def with_static_token(cls, base_url: str, token: str, *, budget: GraphBudget | None = None) -> MsGraphIntuneGateway:
+    def with_static_token(cls, base_url: str, token: str, *, budget: CallBudget | None = None) -> MsGraphIntuneGateway:
         host = urlsplit(base_url).hostname or ""
         return cls(base_url, BaseBearerTokenAuthenticationProvider(StaticTokenProvider(token, host)), budget=budget)
 
     @classmethod
     def with_credential(
-        cls, base_url: str, credential: Any, *, budget: GraphBudget | None = None
+        cls, base_url: str, credential: Any, *, budget: CallBudget | None = None
     ) -> MsGraphIntuneGateway:
         from kiota_authentication_azure.azure_identity_authentication_provider import (
             AzureIdentityAuthenticationProvider,

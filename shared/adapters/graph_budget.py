@@ -32,10 +32,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from shared.core.errors import GraphBudgetExhausted
 
-__all__ = ["BudgetLimits", "GraphBudget", "GraphBudgetExhausted", "SlidingBudget"]
+__all__ = ["BudgetLimits", "CallBudget", "GraphBudget", "GraphBudgetExhausted", "SlidingBudget"]
 
 # Intune's documented budget per app and tenant (docs/contract.md#graph-traffic-and-permissions).
 INTUNE_ACTIONS_PER_WINDOW = 200
@@ -140,6 +141,17 @@ class SlidingBudget:
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class CallBudget(Protocol):
+    """What the Graph transport and gateway need of a budget: this process's `GraphBudget`, or the
+    budget of all instances together (shared/adapters/shared_budget.py)."""
+
+    async def acquire(self, *, action: bool) -> None: ...
+
+    def check_action_room(self) -> None: ...
+
+    def throttled(self, retry_after: float | None) -> None: ...
 
 
 class GraphBudget:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import httpx
 
-from shared.adapters.graph_budget import GraphBudget
+from shared.adapters.graph_budget import CallBudget
 from shared.adapters.retry_after import parse_retry_after
 from shared.observability import telemetry
 
@@ -24,7 +24,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # Intune's action
 
 
 class BudgetTransport(httpx.AsyncBaseTransport):
-    def __init__(self, budget: GraphBudget, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, budget: CallBudget, inner: httpx.AsyncBaseTransport) -> None:
         self._budget = budget
         self._inner = inner
 

@@ -17,7 +17,7 @@ from shared.adapters.graph_budget import (
     SlidingBudget,
     budget_exhausted,
 )
-from shared.bootstrap import graph_budget
+from shared.bootstrap import graph_budget, shared_graph_budget
 from shared.core.errors import GraphTransientError
 from shared.core.lifecycle import Policy
 from shared.settings import SettingsError, load_settings
@@ -235,20 +235,23 @@ async def test_device_lookup_is_refused_while_no_action_could_start_within_the_b
 # ------------------------------------------------------------------ sizing from settings
 
 
-def test_default_budget_is_intunes_for_one_instance() -> None:
-    graph = graph_budget(load_settings(BASE))
+def test_default_budget_is_intunes_for_all_instances_together() -> None:
+    graph = shared_graph_budget(load_settings(BASE), ledger_table=None)
     assert graph.limits == BudgetLimits(actions=200, requests=2000, window_seconds=20)
     assert graph.paced_actions_per_second == pytest.approx(200 / 20.5)
 
 
-def test_instances_share_the_budget() -> None:
-    graph = graph_budget(load_settings({**BASE, "GRAPH_BUDGET_INSTANCES": "4"}))
-    assert graph.limits == BudgetLimits(actions=50, requests=500, window_seconds=20)
+def test_the_fallback_share_of_an_instance_is_a_quarter_by_default_never_the_whole_budget() -> None:
+    assert graph_budget(load_settings(BASE)).limits == BudgetLimits(actions=50, requests=500, window_seconds=20)
+    graph = graph_budget(load_settings({**BASE, "GRAPH_BUDGET_INSTANCES": "40"}))
+    assert graph.limits == BudgetLimits(actions=5, requests=50, window_seconds=20)
 
 
 def test_budget_settings_are_read() -> None:
     env = {**BASE, "GRAPH_POST_BUDGET": "100", "GRAPH_REQUEST_BUDGET": "1000", "GRAPH_BUDGET_WINDOW_SECONDS": "10"}
-    assert graph_budget(load_settings(env)).limits == BudgetLimits(actions=100, requests=1000, window_seconds=10)
+    assert shared_graph_budget(load_settings(env), None).limits == BudgetLimits(
+        actions=100, requests=1000, window_seconds=10
+    )
 
 
 @pytest.mark.parametrize(
@@ -256,7 +259,8 @@ def test_budget_settings_are_read() -> None:
     [
         ({"GRAPH_POST_BUDGET": "0"}, "GRAPH_POST_BUDGET"),
         ({"GRAPH_POST_BUDGET": "lots"}, "GRAPH_POST_BUDGET: 'lots' is not a whole number of calls"),
-        ({"GRAPH_REQUEST_BUDGET": "100"}, "GRAPH_POST_BUDGET: cannot exceed GRAPH_REQUEST_BUDGET"),
+        ({"GRAPH_REQUEST_BUDGET": "100"}, "GRAPH_POST_BUDGET: must be less than GRAPH_REQUEST_BUDGET"),
+        ({"GRAPH_REQUEST_BUDGET": "200"}, "GRAPH_POST_BUDGET: must be less than GRAPH_REQUEST_BUDGET"),
         ({"GRAPH_BUDGET_WINDOW_SECONDS": "0"}, "GRAPH_BUDGET_WINDOW_SECONDS"),
         ({"GRAPH_BUDGET_INSTANCES": "0"}, "GRAPH_BUDGET_INSTANCES"),
         ({"GRAPH_POST_BUDGET": "3", "GRAPH_BUDGET_INSTANCES": "4"}, "GRAPH_BUDGET_INSTANCES: 4 instances"),
