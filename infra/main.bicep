@@ -77,8 +77,8 @@ param instanceMemoryMB int = 2048
 param resetRequestsQueueName string = 'passcode-reset-requests'
 
 @minLength(3)
-@maxLength(63)
-@description('RESET_RESULTS_QUEUE: outcome events (CloudEvents).')
+@maxLength(46)
+@description('RESET_RESULTS_QUEUE: outcome events (CloudEvents); the Event Grid outbox is <name>-eventgrid (and -eventgrid-poison).')
 param resetResultsQueueName string = 'passcode-reset-results'
 
 @minLength(3)
@@ -111,7 +111,7 @@ param resetCooldownSeconds int = 900
 
 @minValue(60)
 @maxValue(604800)
-@description('REQUEST_DEADLINE_SECONDS: read by shared/settings.py (not in the contract's table before v2).')
+@description('REQUEST_DEADLINE_SECONDS: read by shared/settings.py (not in the contract\'s table before v2).')
 param requestDeadlineSeconds int = 3600
 
 @description('ALLOW_PASSCODE_REVEAL: enables GET /api/resets/{id}/passcode.')
@@ -152,6 +152,22 @@ param authEnabled bool = false
 
 @description('Client id of an existing app registration exposing the PasscodeReset.* app roles. Empty with authEnabled: the template creates one through the Graph extension.')
 param authClientId string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Event Grid (docs/contract.md#event-grid-delivery, docs/integrations.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('Create an Event Grid custom topic (CloudEvents 1.0, Entra ID only) and deliver every outcome event to it as well (EVENTGRID_TOPIC_ENDPOINT).')
+param eventGridEnabled bool = false
+
+@secure()
+@description('With eventGridEnabled: webhook of an optional event subscription (e.g. ServiceNow behind API Management, docs/integrations.md), with retries and dead-lettering. Empty: no subscription.')
+param eventGridWebhookUrl string = ''
+
+@minValue(1)
+@maxValue(86400)
+@description('EVENTGRID_RETRY_SECONDS: an event the topic refused maxDequeueCount times is tried again after this long.')
+param eventGridRetrySeconds int = 300
 
 // ---------------------------------------------------------------------------------------------
 // Alerts
@@ -257,6 +273,19 @@ module graph 'app/graph.bicep' = if (createAuthApplication) {
   }
 }
 
+module eventGrid 'app/eventgrid.bicep' = if (eventGridEnabled) {
+  name: 'eventgrid'
+  scope: rg
+  params: {
+    name: '${abbrs.eventGridDomainsTopics}passcode-reset-${resourceToken}'
+    location: location
+    tags: tags
+    publisherPrincipalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    webhookUrl: eventGridWebhookUrl
+  }
+}
+
 module api 'app/api.bicep' = {
   name: 'api'
   scope: rg
@@ -286,6 +315,8 @@ module api 'app/api.bicep' = {
     graphRequestBudget: graphRequestBudget
     graphBudgetWindowSeconds: graphBudgetWindowSeconds
     graphBudgetInstances: graphBudgetInstances
+    eventGridTopicEndpoint: eventGridEnabled ? eventGrid.outputs.endpoint : ''
+    eventGridRetrySeconds: eventGridRetrySeconds
     authEnabled: authEnabled
     authClientId: createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId
   }

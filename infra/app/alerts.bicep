@@ -59,7 +59,7 @@ var actionGroupIds = empty(alertEmailAddress) ? [] : [
 // outlives REQUEST_DEADLINE_SECONDS, docs/decisions/0005, which deserves the same attention).
 var poisonQuery = '''
 union isfuzzy=true traces, customEvents
-| where (message has "MaxDequeueCount" and message has "-poison")
+| where (message has "MaxDequeueCount" and message has "-poison" and not(message has "-eventgrid-poison"))
     or tostring(customDimensions.reasonCode) == "retries_exhausted"
 | project timestamp, message, reasonCode = tostring(customDimensions.reasonCode), operation_Id
 '''
@@ -83,6 +83,15 @@ dependencies
 | where target has "graph.microsoft.com" or data has "graph.microsoft.com"
 | where resultCode == "429"
 | summarize throttled = sum(itemCount)
+'''
+
+// Event Grid delivery (docs/contract.md#event-grid-delivery): an outbox event the topic refused
+// maxDequeueCount times. The app logs customDimensions event "eventgrid_undelivered" and counts
+// passcode_reset.eventgrid.deliveries{result=undelivered}, then retries it after EVENTGRID_RETRY_SECONDS.
+var eventGridQuery = '''
+union isfuzzy=true traces, customEvents
+| where tostring(customDimensions.event) == "eventgrid_undelivered"
+| project timestamp, message, eventId = tostring(customDimensions.eventId), requestId = tostring(customDimensions.requestId)
 '''
 
 resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
@@ -195,8 +204,45 @@ resource throttlingAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   }
 }
 
+resource eventGridAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-eventgrid'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Passcode reset: Event Grid delivery failing'
+    description: 'Outcome events could not be delivered to the Event Grid topic after every retry (topic down, role EventGrid Data Sender missing, endpoint wrong). The results queue is not affected; the app keeps retrying every EVENTGRID_RETRY_SECONDS. Check the warnings "Event Grid delivery failed" for the HTTP status.'
+    severity: 2
+    enabled: true
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    scopes: [
+      applicationInsights.id
+    ]
+    criteria: {
+      allOf: [
+        {
+          query: eventGridQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
 output alertRuleNames array = [
   poisonAlert.name
+  eventGridAlert.name
   failureRateAlert.name
   throttlingAlert.name
 ]

@@ -46,6 +46,13 @@ param graphBudgetWindowSeconds int
 @description('GRAPH_BUDGET_INSTANCES: each instance keeps 1/N of the Graph budgets (not maximumInstanceCount).')
 param graphBudgetInstances int
 
+@description('EVENTGRID_TOPIC_ENDPOINT: the Event Grid topic of main.bicep (eventGridEnabled); empty: off.')
+param eventGridTopicEndpoint string = ''
+
+@minValue(1)
+@maxValue(86400)
+param eventGridRetrySeconds int = 300
+
 @description('Turn on App Service Authentication (Entra ID) for the HTTP API.')
 param authEnabled bool = false
 
@@ -154,6 +161,16 @@ var appSettings = [
   {
     name: 'GRAPH_BUDGET_INSTANCES'
     value: string(graphBudgetInstances)
+  }
+  // Event Grid delivery (docs/contract.md#event-grid-delivery): empty when the topic is off. The app
+  // publishes with AZURE_CLIENT_ID's identity (EventGrid Data Sender); EVENTGRID_TOPIC_KEY is local only.
+  {
+    name: 'EVENTGRID_TOPIC_ENDPOINT'
+    value: eventGridTopicEndpoint
+  }
+  {
+    name: 'EVENTGRID_RETRY_SECONDS'
+    value: string(eventGridRetrySeconds)
   }
   // Trust X-MS-CLIENT-PRINCIPAL and require the PasscodeReset.* roles only behind Easy Auth.
   {

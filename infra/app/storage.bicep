@@ -17,6 +17,10 @@ var queueNames = [
   requestsQueueName
   '${requestsQueueName}-poison'
   resultsQueueName
+  // The Event Grid outbox (docs/contract.md#event-grid-delivery), named after the results queue; its
+  // functions listen whether or not a topic is configured.
+  '${resultsQueueName}-eventgrid'
+  '${resultsQueueName}-eventgrid-poison'
   followupsQueueName
   '${followupsQueueName}-poison'
 ]

@@ -41,8 +41,15 @@ CODE_ONLY_SETTINGS: dict[str, str | None] = {
     "GRAPH_BUDGET_INSTANCES": None,
 }
 
+# docs/contract.md#event-grid-delivery: off unless main.bicep's eventGridEnabled creates the topic.
+CONTRACT_EVENTGRID_SETTINGS: dict[str, str | None] = {
+    "EVENTGRID_TOPIC_ENDPOINT": None,
+    "EVENTGRID_TOPIC_KEY": None,
+    "EVENTGRID_RETRY_SECONDS": "300",
+}
+
 # Local simulator only: the app refuses it unless GRAPH_BASE_URL is a loopback http URL.
-NEVER_IN_AZURE = frozenset({"GRAPH_TOKEN"})
+NEVER_IN_AZURE = frozenset({"GRAPH_TOKEN", "EVENTGRID_TOPIC_KEY"})
 
 # In Azure the connection string is replaced by the identity-based form (no key anywhere).
 IDENTITY_STORAGE_SETTINGS: dict[str, str] = {
@@ -59,4 +66,6 @@ PLATFORM_SETTINGS = frozenset({
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 })
 
-ALL_APP_SETTINGS: dict[str, str | None] = {**CONTRACT_SETTINGS, **CONTRACT_AUTH_SETTINGS, **CODE_ONLY_SETTINGS}
+ALL_APP_SETTINGS: dict[str, str | None] = {
+    **CONTRACT_SETTINGS, **CONTRACT_AUTH_SETTINGS, **CODE_ONLY_SETTINGS, **CONTRACT_EVENTGRID_SETTINGS,
+}

@@ -53,6 +53,8 @@ MODELS: dict[str, tuple[str, str | tuple[tuple[str, str], ...]]] = {
     "microsoft.operationalinsights/workspaces": ("azure.mgmt.loganalytics", "Workspace"),
     "microsoft.insights/components": ("azure.mgmt.applicationinsights", "ApplicationInsightsComponent"),
     "microsoft.insights/actiongroups": ("azure.mgmt.monitor", "ActionGroupResource"),
+    "microsoft.eventgrid/topics": ("azure.mgmt.eventgrid", "Topic"),
+    "microsoft.eventgrid/topics/eventsubscriptions": ("azure.mgmt.eventgrid", "EventSubscription"),
     "microsoft.insights/scheduledqueryrules": ("azure.mgmt.monitor", "ScheduledQueryRuleResource"),
     "microsoft.authorization/roleassignments": ("azure.mgmt.authorization", "RoleAssignmentCreateParameters"),
     "microsoft.web/serverfarms": ("azure.mgmt.web", "AppServicePlan"),

@@ -15,6 +15,7 @@ def test_infra_has_the_expected_templates() -> None:
         "main.bicep",
         "app/alerts.bicep",
         "app/api.bicep",
+        "app/eventgrid.bicep",
         "app/graph.bicep",
         "app/identity.bicep",
         "app/monitoring.bicep",

@@ -28,6 +28,8 @@ EXPECTED_QUEUES = {
     "passcode-reset-requests",
     "passcode-reset-requests-poison",
     "passcode-reset-results",
+    "passcode-reset-results-eventgrid",
+    "passcode-reset-results-eventgrid-poison",
     "passcode-reset-followups",
     "passcode-reset-followups-poison",
 }
@@ -288,10 +290,10 @@ def test_api_app_registration_defines_the_three_app_roles() -> None:
 # --- Alerts -----------------------------------------------------------------------------------
 
 
-def test_three_log_alerts_over_app_insights() -> None:
+def test_four_log_alerts_over_app_insights() -> None:
     template = bicep.parse(ALERTS)
     rules = bicep.resources_of_type(template, "Microsoft.Insights/scheduledQueryRules")
-    assert set(rules) == {"poisonAlert", "failureRateAlert", "throttlingAlert"}
+    assert set(rules) == {"poisonAlert", "failureRateAlert", "throttlingAlert", "eventGridAlert"}
     for body in rules.values():
         assert body["kind"] == "LogAlert"
         assert [bicep.accessor_chain(scope) for scope in body["properties"]["scopes"]] == [
