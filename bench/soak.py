@@ -51,6 +51,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from bench.leak_scan import find_leaks
+from bench.soak_eventgrid import EventGridLeg
 from bench.soak_fleet import PlannedRequest, build_plan
 from devstack.azurite import ACCOUNT_KEY, PROJECT_ROOT, Azurite
 from devstack.children import run_ending_children
@@ -84,6 +85,7 @@ class SoakConfig:
     seed: int = 7
     keep: bool = False  # keep the work directory (logs, Azurite data)
     quiet: bool = False
+    eventgrid: bool = False  # also deliver to a local Event Grid topic that fails at times (bench/soak_eventgrid.py)
 
 
 @dataclass
@@ -102,14 +104,16 @@ class SoakReport:
     leak_scan_s: float
     statuses: dict[str, int]
     details: dict[str, Any] = field(default_factory=dict)  # not printed: lists for tests and debugging
+    eventgrid: dict[str, Any] | None = None  # with --eventgrid: bench/soak_eventgrid.py
 
     @property
     def targets_met(self) -> bool:
         failures = (self.lost, self.duplicate_finals, self.duplicate_actions, self.unexpected_actions, self.leaks)
-        return not any(failures)
+        eventgrid = self.eventgrid or {}
+        return not any(failures) and not eventgrid.get("final_missing") and not eventgrid.get("unknown")
 
     def line(self) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k != "details"}
+        fields = {k: v for k, v in asdict(self).items() if k != "details" and not (k == "eventgrid" and v is None)}
         fields["guardrails"] = "off"  # GUARDRAIL_MAX_ACTIONS_PER_HOUR=0 for this run (see _host_env)
         return json.dumps(fields, separators=(", ", ": "))
 
@@ -215,6 +219,8 @@ class Soak:
         self.background: list[asyncio.Task[None]] = []  # tasks that outlive _drive: the collector
         self.progress = asyncio.Event()
         self.http_errors: collections.Counter[str] = collections.Counter()
+        self.eventgrid: EventGridLeg | None = None
+        self.eventgrid_report: dict[str, Any] | None = None
 
     def say(self, text: str) -> None:
         if not self.config.quiet:
@@ -229,6 +235,9 @@ class Soak:
             await asyncio.to_thread(azurite.start)
             simulator, graph_url = await start_simulator(self.log_dir, self.token, self.config)
             self.say(f"azurite {azurite.ports} (data in {azurite.location}), simulator {graph_url}")
+            if self.config.eventgrid:
+                self.eventgrid = await EventGridLeg.start(self.log_dir, {**os.environ, "PYTHONUNBUFFERED": "1"})
+                self.say(f"event grid receiver {self.eventgrid.url}")
             async with SimulatorControl(graph_url) as control, QueueServiceClient.from_connection_string(
                 azurite.connection_string
             ) as service, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -239,6 +248,8 @@ class Soak:
                 host_json = self.workdir / "host.json"
                 write_host_json(host_json)
                 env = self._host_env(azurite.connection_string, graph_url)
+                if self.eventgrid is not None:
+                    env.update(self.eventgrid.host_settings())
                 host = HostProcess(env, self.log_dir, self.config, host_json)
                 await host.start()
                 self.say(f"host {host.url}; {len(self.plan)} requests, {self.config.kills} kills planned")
@@ -247,6 +258,11 @@ class Soak:
                 deadline = started + self.config.timeout
                 await self._drive(service, session, host, deadline)
                 await self._wait_drained(service, deadline)
+                if self.eventgrid is not None:
+                    self.eventgrid_report = await self.eventgrid.report(
+                        [json.loads(text) for text in self.event_texts],
+                        {event_id for ids in self.final_ids.values() for event_id in ids},
+                    )
                 fired: collections.Counter[str] = collections.Counter()
                 for rule in await control.faults():
                     fired[rule["fault"]] += int(rule.get("fired") or 0)
@@ -260,6 +276,8 @@ class Soak:
             return self._report(started, actions, views, reveals, host.log_paths(), calls)
         finally:
             await self._cancel_background()
+            if self.eventgrid is not None:
+                await asyncio.to_thread(self.eventgrid.stop)
             if host is not None:
                 await host.stop()
             if simulator is not None:
@@ -294,6 +312,7 @@ class Soak:
             "RESET_REQUESTS_QUEUE": REQUESTS_QUEUE,
             "RESET_RESULTS_QUEUE": RESULTS_QUEUE,
             "RESET_FOLLOWUPS_QUEUE": FOLLOWUPS_QUEUE,
+            "RESET_BATCHES_QUEUE": "soak-batches",
             "RESET_LEDGER_TABLE": LEDGER_TABLE,
             "GRAPH_BASE_URL": graph_url,
             "GRAPH_TOKEN": self.token,
@@ -324,6 +343,8 @@ class Soak:
         self.background.append(self._collector)
         killer = asyncio.create_task(self._kill_at_progress(host))
         reporter = asyncio.create_task(self._report_progress())
+        # The topic fails now and then while requests flow (not while the queues drain).
+        topic_faults = asyncio.create_task(self.eventgrid.inject_faults()) if self.eventgrid else None
         todo = iter(self.plan)
 
         async def sender() -> None:
@@ -349,6 +370,8 @@ class Soak:
         finally:
             killer.cancel()
             reporter.cancel()
+            if topic_faults is not None:
+                topic_faults.cancel()
 
     async def _send(self, planned: PlannedRequest) -> None:
         self.messages_sent += 1
@@ -448,6 +471,8 @@ class Soak:
         """Every queue empty (invisible and delayed messages count) three times in a row, then the
         results queue read to the end: redeliveries and late duplicates have shown their events."""
         names = [REQUESTS_QUEUE, FOLLOWUPS_QUEUE, f"{REQUESTS_QUEUE}-poison", f"{FOLLOWUPS_QUEUE}-poison"]
+        if self.eventgrid is not None:
+            names += EventGridLeg.queues(RESULTS_QUEUE)  # every event forwarded, poison rounds included
         quiet = 0
         while quiet < 3 and time.monotonic() < deadline:
             counts = [await _count(service, name) for name in names]
@@ -522,6 +547,7 @@ class Soak:
             leaks=len(leaks),
             leak_scan_s=leak_scan_s,
             statuses=dict(sorted(statuses.items())),
+            eventgrid=self.eventgrid_report,
             details={
                 "lost": lost[:50],
                 "duplicate_finals": duplicate_finals[:50],
@@ -596,6 +622,7 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, Azurite data)")
     parser.add_argument("--details", action="store_true", help="also print the details on stderr")
+    parser.add_argument("--eventgrid", action="store_true", help="also deliver to a failing local Event Grid topic")
     args = parser.parse_args(argv)
     config = SoakConfig(
         requests=args.requests,
@@ -610,6 +637,7 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
         timeout=args.timeout,
         seed=args.seed,
         keep=args.keep,
+        eventgrid=args.eventgrid,
     )
     return config, args.details
 
