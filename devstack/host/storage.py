@@ -10,13 +10,14 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 # The retries of the Functions host's queue clients: Azure.Core's default RetryOptions (3 retries,
-# exponential from 0.8 s), here as azure-storage-queue's ExponentialRetry (0.8 s, then 0.8 + 2 ** n s),
-# with network timeouts short enough that a storage outage shows within seconds.
+# exponential from 0.8 s: 0.8 + 1.6 + 3.2 s), approximated with azure-storage-queue's
+# ExponentialRetry, whose n-th retry waits initial_backoff + increment_base ** n (1.5, 2.25, 3.4 s),
+# and network timeouts short enough that a storage outage shows within seconds.
 HOST_STORAGE_RETRY: dict[str, Any] = {
     "retry_total": 3,
-    "initial_backoff": 0.8,
-    "increment_base": 2,
-    "random_jitter_range": 0.4,
+    "initial_backoff": 0,
+    "increment_base": 1.5,
+    "random_jitter_range": 0.3,
     "connection_timeout": 5,
     "read_timeout": 30,
 }

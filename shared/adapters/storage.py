@@ -51,13 +51,14 @@ class StorageRetry:
     after sending is retried by the queue policy only (a duplicate queue message is harmless, a
     duplicate ledger insert would be a 409). Worst case of one call against a storage that
     answers nothing: (retries + 1) x (connect + read timeout) + backoffs; against one that refuses
-    or answers 503: the backoffs only, about 3 s (docs/decisions/0023-storage-retry-budget.md).
+    or answers 503: the backoffs only, about 1.5 s for tables and 5 s for queues
+    (docs/decisions/0023-storage-retry-budget.md).
     """
 
     retries: int = 2
     backoff_factor: float = 0.5  # tables: 0.5 s, 1 s between attempts
     backoff_max: int = 4
-    initial_backoff: float = 0.5  # queues: 0.5 s, then 0.5 + 1.5 ** 1 = 2 s (jitter +- 0.5 s)
+    initial_backoff: float = 0.5  # queues: retry n waits 0.5 + 1.5 ** n: 2 s, 2.75 s (jitter +- 0.5 s)
     increment_base: float = 1.5
     jitter: float = 0.5
     connection_timeout: float = 3.0
