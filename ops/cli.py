@@ -27,6 +27,7 @@ from azure.core.exceptions import (
 )
 
 from devstack.settings import SettingsError as SettingsFileError
+from ops import approvals
 from ops.replay import (
     REPLAYABLE_STATUSES,
     ReplayItem,
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default csv")
     audit.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     audit.set_defaults(prepare=_prepare_audit)
+    approvals.add_commands(commands, common, _check_request_id)
     return parser
 
 

@@ -199,3 +199,38 @@ async def test_roles_mode_records_the_caller_and_the_approver_is_the_principal(p
         assert approved.status == 200
         submitted = await wait_status(stack, "R-1", "submitted")
         assert submitted["approval"]["by"] == "boss@contoso.com" and submitted["submittedBy"] == "flow@contoso.com"
+
+
+async def run_ops(stack: ProductStack, *argv: str) -> tuple[int, str, str]:
+    """`python -m ops ...` in-process (in a thread: it runs its own event loop) with the stack's settings."""
+    import io
+
+    import ops
+
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(ops.main, [*argv, "--settings", ""], env=stack.settings, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_ops_shows_the_full_guardrail_and_approves_from_the_command_line(product_stack: ProductFactory) -> None:
+    async with running(product_stack, GUARDRAIL_MAX_ACTIONS_PER_HOUR="1") as api:
+        stack = api.stack
+        await stack.send(request("O-1", ADELE))
+        await wait_status(stack, "O-1", "submitted")
+        await stack.send(request("O-2", JOHANNA))
+        await wait_status(stack, "O-2", "awaiting_approval")
+
+        code, out, _ = await run_ops(stack, "approvals", "--json")
+        listed = json.loads(out)
+        assert code == 0
+        assert listed["guardrail"] == {"actionsLastHour": 1, "limit": 1, "full": True}
+        assert [(r["requestId"], r["reasonCode"]) for r in listed["awaiting"]] == [("O-2", "guardrail_tripped")]
+
+        code, _, err = await run_ops(stack, "approve", "O-2", "--approver", REQUESTER.upper())
+        assert code == 3 and "four eyes" in err
+        code, out, _ = await run_ops(stack, "approve", "O-2", "--approver", "oncall@contoso.com", "--comment", "INC42")
+        assert code == 0, out
+        approved = await wait_status(stack, "O-2", "submitted")
+        assert approved["approval"]["by"] == "oncall@contoso.com" and approved["approval"]["comment"] == "INC42"
+        assert (await run_ops(stack, "deny", "O-2", "--approver", "oncall@contoso.com"))[0] == 3
+        assert await posts(stack) == 2
