@@ -14,13 +14,15 @@ from typing import Any
 import azure.functions as func
 
 from shared.adapters import azure_monitor
-from shared.api import approvals, openapi, resets
+from shared.api import approvals, batches, openapi, resets
 from shared.api import health as health_api
 from shared.api.http import HttpAnswer, HttpCall, serve
 from shared.api.services import ApiServices
 from shared.bootstrap import LazyRuntime, validate_environment
+from shared.core.errors import StorageUnavailable
 from shared.observability import telemetry
 from shared.workflow import handle_followup, handle_followup_poison, handle_request, handle_request_poison
+from shared.workflow.batches import BatchServices, handle_batch_message, handle_batch_poison
 from shared.workflow.eventgrid import forward_event, handle_forward_poison
 
 # Start-up check: a bad setting stops the app here with a message naming the setting, instead of
@@ -105,11 +107,37 @@ async def eventgrid_forward_poison(msg: func.QueueMessage, context: func.Context
         await handle_forward_poison(msg.get_body().decode("utf-8", "replace"), (await runtime.get()).eventgrid)
 
 
+# Batches (docs/contract.md#batches): upstream batches and the steps of every batch's chain.
+async def _batches() -> BatchServices:
+    batch_services = (await runtime.get()).batches
+    if batch_services is None:
+        raise StorageUnavailable("batches need a blob endpoint (AzureWebJobsStorage__blobServiceUri)")
+    return batch_services
+
+
+@app.function_name("reset_batch")
+@app.queue_trigger(arg_name="msg", queue_name="%RESET_BATCHES_QUEUE%", connection=STORAGE)
+async def reset_batch(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        await handle_batch_message(msg.get_body(), await _batches(), message_id=msg.id or "")
+
+
+@app.function_name("reset_batch_poison")
+@app.queue_trigger(arg_name="msg", queue_name="%RESET_BATCHES_QUEUE%-poison", connection=STORAGE)
+async def reset_batch_poison(msg: func.QueueMessage, context: func.Context) -> None:
+    with _invocation(context):
+        await handle_batch_poison(msg.get_body(), await _batches(), message_id=msg.id or "")
+
+
 # ---------------------------------------------------------------- HTTP API (docs/contract.md#http-api)
 
 
 async def _api() -> ApiServices:
     return (await runtime.get()).api
+
+
+async def _batch_api() -> batches.BatchApi:
+    return batches.BatchApi(await _batches(), require_roles=(await runtime.get()).settings.auth_require_roles)
 
 
 def _call(req: func.HttpRequest) -> HttpCall:
@@ -142,6 +170,9 @@ ROUTE_RESETS = "resets"
 ROUTE_STATUS = "resets/{requestId}"
 ROUTE_PASSCODE = "resets/{requestId}/passcode"
 ROUTE_APPROVAL = "resets/{requestId}/approval"
+ROUTE_BATCHES = "batches"
+ROUTE_BATCH = "batches/{batchId}"
+ROUTE_BATCH_ITEMS = "batches/{batchId}/items"
 ROUTE_OPENAPI = "openapi.json"
 ROUTE_HEALTH = "health"
 
@@ -172,6 +203,27 @@ async def reveal_passcode(req: func.HttpRequest, context: func.Context) -> func.
 async def decide_approval(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_APPROVAL) as http:
         return http.respond(await serve(approvals.decide_approval, http.call, _api))
+
+
+@app.function_name("submit_batch")
+@app.route(route=ROUTE_BATCHES, methods=["POST"])
+async def submit_batch(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_BATCHES) as http:
+        return http.respond(await serve(batches.submit_batch, http.call, _batch_api))
+
+
+@app.function_name("get_batch")
+@app.route(route=ROUTE_BATCH, methods=["GET"])
+async def get_batch(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_BATCH) as http:
+        return http.respond(await serve(batches.get_batch, http.call, _batch_api))
+
+
+@app.function_name("get_batch_items")
+@app.route(route=ROUTE_BATCH_ITEMS, methods=["GET"])
+async def get_batch_items(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_BATCH_ITEMS) as http:
+        return http.respond(await serve(batches.get_batch_items, http.call, _batch_api))
 
 
 @app.function_name("openapi_document")

@@ -97,6 +97,7 @@ async def first_outcome(
         "RESET_REQUESTS_QUEUE": f"cold-req-{suffix}",
         "RESET_RESULTS_QUEUE": f"cold-res-{suffix}",
         "RESET_FOLLOWUPS_QUEUE": f"cold-fup-{suffix}",
+        "RESET_BATCHES_QUEUE": f"cold-bat-{suffix}",
         "RESET_LEDGER_TABLE": f"Cold{suffix}",
     }
     async with QueueServiceClient.from_connection_string(azurite.connection_string) as service:

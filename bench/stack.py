@@ -56,6 +56,14 @@ class CountingAzurite(Azurite):
             text = log.read(max(0, end - start)).decode("utf-8", errors="replace")
         return Counter(kind for line in text.splitlines() if (kind := request_kind(line)) is not None)
 
+    def lines_containing(self, needle: str, start: int, end: int) -> int:
+        """Storage requests logged between two log offsets whose line contains `needle`."""
+        assert self._log_path is not None
+        with open(self._log_path, "rb") as log:
+            log.seek(start)
+            text = log.read(max(0, end - start)).decode("utf-8", errors="replace")
+        return sum(1 for line in text.splitlines() if needle in line and request_kind(line) is not None)
+
 
 _ACCESS_LINE = re.compile(r'"(GET|POST|PUT|PATCH|MERGE|DELETE|HEAD|OPTIONS) /[^/ ]+/([^ ?]*)[^"]*" (\d{3})')
 
@@ -161,6 +169,7 @@ def host_environment(
             "RESET_REQUESTS_QUEUE": "passcode-reset-requests",
             "RESET_RESULTS_QUEUE": "passcode-reset-results",
             "RESET_FOLLOWUPS_QUEUE": "passcode-reset-followups",
+            "RESET_BATCHES_QUEUE": "passcode-reset-batches",
             "RESET_LEDGER_TABLE": "PasscodeResets",
             "DEVSTACK_FUNCTION_KEY": uuid.uuid4().hex,
             # Benchmarks measure throughput: guardrails off unless a benchmark sets them

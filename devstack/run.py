@@ -46,6 +46,7 @@ SETTING_DEFAULTS = {
     "RESET_REQUESTS_QUEUE": DEFAULT_REQUESTS_QUEUE,
     "RESET_RESULTS_QUEUE": DEFAULT_RESULTS_QUEUE,
     "RESET_FOLLOWUPS_QUEUE": "passcode-reset-followups",
+    "RESET_BATCHES_QUEUE": "passcode-reset-batches",
     "RESET_LEDGER_TABLE": "PasscodeResets",
 }
 NON_FINAL = {"queued", "submitted"}

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from . import odata, platforms, schema
 from .control import SimulatorControl
+from .directory import DirectoryError, select_member
 from .state import (
     DEFAULT_TOKEN,
     FaultRule,
@@ -85,6 +86,13 @@ class _Route:
 def _route(tail: str) -> _Route:
     parts = [p for p in tail.split("/") if p]
     lowered = [p.lower() for p in parts]
+    # Entra groups and users (devstack/simulator/directory.py); `device_id` carries the object id.
+    if lowered[:1] == ["groups"] and len(parts) == 2:
+        return _Route("group", device_id=parts[1])
+    if lowered[:1] == ["groups"] and len(parts) == 3 and lowered[2] == "transitivemembers":
+        return _Route("groupMembers", device_id=parts[1])
+    if lowered[:1] == ["users"] and len(parts) == 3 and lowered[2] == "manageddevices":
+        return _Route("userDevices", device_id=parts[1])
     if lowered[:2] != ["devicemanagement", "manageddevices"]:
         for part, wanted in zip(parts, ("devicemanagement", "manageddevices"), strict=False):
             if part.lower() != wanted:
@@ -307,6 +315,8 @@ class GraphSimulator:
                 f"{method} for request {request.path}.",
             )
         query = dict(request.query)
+        if route.kind in ("group", "groupMembers", "userDevices"):
+            return self._directory(request, call, version, route, query)
         try:
             select = odata.parse_select(odata.query_option(query, "select"), version)
             if route.kind == "list":
@@ -344,6 +354,71 @@ class GraphSimulator:
             not_supported=not supported,
         )
         return web.Response(status=204, headers=self._headers(call))
+
+    # -- Entra groups and users ----------------------------------------------------------------
+
+    def _directory(
+        self, request: web.Request, call: _Call, version: str, route: _Route, query: dict[str, str]
+    ) -> web.Response:
+        assert route.device_id is not None
+        root = f"{self._root(request)}/{version}/$metadata"
+        directory, devices = self.state.directory, self.state.devices
+        not_found = self._error(
+            call,
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{route.device_id}' does not exist or one of its queried reference-property objects "
+            "are not present.",
+        )
+        select_text = odata.query_option(query, "select")
+        select = [name.strip() for name in select_text.split(",") if name.strip()] if select_text else None
+        if route.kind == "group":
+            group = directory.group(route.device_id)
+            if group is None:
+                return not_found
+            body = {"@odata.context": f"{root}#groups/$entity", "id": group["id"], "displayName": group["displayName"]}
+            return self._json(call, 200, body)
+        if route.kind == "groupMembers":
+            if directory.group(route.device_id) is None:
+                return not_found
+            members = [select_member(m, select) for m in directory.transitive_members(route.device_id, devices)]
+            return self._page(request, call, query, f"{root}#directoryObjects", members, maximum=999)
+        if directory.user(route.device_id, devices) is None:
+            return not_found
+        try:
+            device_select = odata.parse_select(select_text, version)
+        except odata.ODataError as exc:
+            return self._error(call, 400, "BadRequest", str(exc))
+        ids = directory.user_devices(route.device_id, devices)
+        rendered = [self._render(i, version, device_select, in_list=True) for i in ids]
+        context = f"{root}#users('{route.device_id}')/managedDevices"
+        return self._page(request, call, query, context, rendered, maximum=1000)
+
+    def _page(
+        self,
+        request: web.Request,
+        call: _Call,
+        query: dict[str, str],
+        context: str,
+        values: list[dict[str, Any]],
+        *,
+        maximum: int,
+    ) -> web.Response:
+        """One page of a collection: `$top` (default 100, at most `maximum`), `$skiptoken` links."""
+        try:
+            top = odata.parse_top(odata.query_option(query, "top"))
+            token = odata.query_option(query, "skiptoken")
+            offset = odata.decode_skiptoken(token) if token is not None else 0
+        except odata.ODataError as exc:
+            return self._error(call, 400, "BadRequest", str(exc))
+        size = min(top or 100, maximum)
+        body: dict[str, Any] = {"@odata.context": context, "value": values[offset : offset + size]}
+        if offset + size < len(values):
+            kept = [(k, v) for k, v in query.items() if k.lower() not in ("$skiptoken", "skiptoken")]
+            kept.append(("$skiptoken", odata.encode_skiptoken(offset + size)))
+            encoded = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in kept)
+            body["@odata.nextLink"] = f"{self._root(request)}{request.path}?{encoded}"
+        return self._json(call, 200, body)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -489,6 +564,16 @@ class ControlApi:
     async def get_throttle(self, request: web.Request) -> web.Response:
         return web.json_response({**self.state.throttle.usage(), **self.state.config.throttle.to_json()})
 
+    async def list_groups(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.state.directory.groups.values()))
+
+    async def add_group(self, request: web.Request) -> web.Response:
+        try:
+            group = self.state.directory.add_group(await self._body(request))
+        except DirectoryError as exc:
+            raise SimulatorError(str(exc)) from exc
+        return web.json_response(group, status=201)
+
     async def list_devices(self, request: web.Request) -> web.Response:
         return web.json_response([self.state.device_view(i) for i in self.state.devices])
 
@@ -562,6 +647,8 @@ def create_app(state: SimulatorState) -> web.Application:
     add("DELETE", "/_sim/calls", control.delete_calls)
     add("GET", "/_sim/actions", control.get_actions)
     add("GET", "/_sim/throttle", control.get_throttle)
+    add("GET", "/_sim/groups", control.list_groups)
+    add("POST", "/_sim/groups", control.add_group)
     add("GET", "/_sim/devices", control.list_devices)
     add("POST", "/_sim/devices", control.add_device)
     add("GET", "/_sim/devices/{id}", control.get_device)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from . import platforms, schema
+from .directory import Directory
 
 DEFAULT_TOKEN: Final = "devstack-local-token"
 DEFAULT_SEED: Final = 20261125
@@ -445,16 +446,38 @@ class FaultRule:
 
 
 class Throttle:
-    """Sliding-window request budget. Only admitted requests count."""
+    """Sliding-window request budget. Only admitted requests count.
+
+    It also watches the client: the most calls that *arrived* (admitted or refused, throttling on
+    or off) in any window, so a test or benchmark can tell whether the app ever sent more than the
+    budget in some window (`peakWrites` / `peakAny` of `GET /_sim/throttle`)."""
 
     def __init__(self, config: ThrottleConfig) -> None:
         self.config = config
         self._any: collections.deque[float] = collections.deque()
         self._writes: collections.deque[float] = collections.deque()
+        self._arrived_any: collections.deque[float] = collections.deque()
+        self._arrived_writes: collections.deque[float] = collections.deque()
+        self.peak_any = 0
+        self.peak_writes = 0
 
     def clear(self) -> None:
         self._any.clear()
         self._writes.clear()
+        self._arrived_any.clear()
+        self._arrived_writes.clear()
+        self.peak_any = self.peak_writes = 0
+
+    def _watch(self, write: bool, now: float) -> None:
+        horizon = now - self.config.window_seconds
+        for arrived in (self._arrived_any, self._arrived_writes):
+            while arrived and arrived[0] <= horizon:
+                arrived.popleft()
+        self._arrived_any.append(now)
+        self.peak_any = max(self.peak_any, len(self._arrived_any))
+        if write:
+            self._arrived_writes.append(now)
+            self.peak_writes = max(self.peak_writes, len(self._arrived_writes))
 
     def _expire(self, now: float) -> None:
         horizon = now - self.config.window_seconds
@@ -464,11 +487,12 @@ class Throttle:
 
     def admit(self, method: str, now: float | None = None) -> int | None:
         """None when admitted (and counted), else the Retry-After in whole seconds (>= 1)."""
+        now = time.monotonic() if now is None else now
+        write = method.upper() in WRITE_METHODS
+        self._watch(write, now)
         if not self.config.enabled:
             return None
-        now = time.monotonic() if now is None else now
         self._expire(now)
-        write = method.upper() in WRITE_METHODS
         waits: list[float] = []
         if write and len(self._writes) >= self.config.post_limit:
             waits.append(self._writes[len(self._writes) - self.config.post_limit] - now)
@@ -481,9 +505,15 @@ class Throttle:
             self._writes.append(now)
         return None
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
         self._expire(time.monotonic())
-        return {"any": len(self._any), "writes": len(self._writes)}
+        return {
+            "any": len(self._any),
+            "writes": len(self._writes),
+            "peakAny": self.peak_any,
+            "peakWrites": self.peak_writes,
+            "exceeded": self.peak_any > self.config.any_limit or self.peak_writes > self.config.post_limit,
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,6 +557,7 @@ class SimulatorState:
         self.rng = random.Random(self.config.seed)
         self.throttle = Throttle(self.config.throttle)
         self._next_fault_id = 1
+        self.directory = Directory()  # Entra groups and users (devstack/simulator/directory.py)
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -546,6 +577,7 @@ class SimulatorState:
         self.results.clear()
         for device in self.fleet_source:
             self.add_device(copy.deepcopy(device))
+        self.directory.reset()
         for device_id, behaviour in self.fleet_behaviours.items():
             self.set_behaviour(device_id, behaviour)
 

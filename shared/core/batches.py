@@ -198,7 +198,7 @@ def read_batch_csv(body: bytes, query: Mapping[str, str]) -> Batch | list[RowErr
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         return [*errors, RowError(None, "", f"the CSV body cannot be read ({exc})")]
-    rows = [row for row in rows if any(cell.strip() for cell in row)]  # blank lines are no rows
+    rows = [row for row in rows if row]  # an empty line is no row; a line of empty cells is an invalid one
     if not rows:
         return [*errors, RowError(None, "", "the CSV body needs a header row and at least one device row")]
     header = [cell.strip() for cell in rows[0]]

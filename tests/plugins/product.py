@@ -103,6 +103,7 @@ def product_stack(
             "RESET_REQUESTS_QUEUE": f"req-{suffix}",
             "RESET_RESULTS_QUEUE": f"res-{suffix}",
             "RESET_FOLLOWUPS_QUEUE": f"fup-{suffix}",
+            "RESET_BATCHES_QUEUE": f"bat-{suffix}",
             "RESET_LEDGER_TABLE": f"Ledger{suffix}",
             "GRAPH_BASE_URL": sim.url,
             "GRAPH_TOKEN": sim.token,

@@ -1,0 +1,228 @@
+"""docs/contract.md#batches end to end: HTTP client and the batch queue -> devstack host ->
+function_app.py -> batch records on Azurite blobs, items through the request pipeline -> the
+Intune simulator (groups too), and back: states, counts, item rows, events, one done event."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from typing import Any
+
+from devstack.simulator.directory import ORPHAN_DEVICE_ID, STORE_GROUP_ID
+from tests.e2e.test_http_api import Answer, Api, api, assert_problem
+from tests.plugins.product import FINAL_STATUSES, ProductFactory, ProductStack
+
+ADELE = "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"  # Android work profile
+ALEX_IPHONE_SERIAL = "G6TZK2XQ0D"
+JOHANNA_AAD = "168b6b65-6d11-489d-a3f9-a9af2041f40a"  # Android, by Entra device id
+WINDOWS_PC = "62a9255c-bdb8-47c5-a8af-e9d1387777ee"  # Windows: unsupported
+MIXED_CSV = (
+    "intuneDeviceId,serialNumber,azureAdDeviceId\r\n"
+    f"{ADELE},,\r\n"
+    f",{ALEX_IPHONE_SERIAL},\r\n"
+    f",,{JOHANNA_AAD}\r\n"
+    f"{WINDOWS_PC},,\r\n"
+    ",NO-SUCH-SERIAL,\r\n"
+)
+BATCH_DONE = "intune.passcode-reset-batch.done"
+
+
+async def post_csv(client: Api, text: str, query: str) -> Answer:
+    return await client.call("POST", f"/api/batches?{query}", raw=text.encode(), headers={"Content-Type": "text/csv"})
+
+
+async def wait_done(client: Api, batch_id: str, timeout: float = 40.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = await client.call("GET", f"/api/batches/{batch_id}?until=done")
+        if answer.status == 200:
+            body: dict[str, Any] = answer.body
+            return body
+        assert answer.status == 202, answer
+        assert answer.headers["Retry-After"] and answer.headers["Location"].endswith(
+            f"/api/batches/{batch_id}?until=done"
+        )
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"batch {batch_id} not done")
+
+
+async def wait_batch_event(stack: ProductStack, batch_id: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await stack.collect()
+        done = [e for e in stack.events if e["type"] == BATCH_DONE and e["subject"] == batch_id]
+        if done:
+            await stack.settle(1.5)  # nothing more may come
+            return [e for e in stack.events if e["type"] == BATCH_DONE and e["subject"] == batch_id]
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"no done event for {batch_id}")
+
+
+def item_finals(stack: ProductStack, batch_id: str) -> dict[str, dict[str, Any]]:
+    """Each item's final event; a republished event (same id) is the same event."""
+    finals: dict[str, tuple[str, dict[str, Any]]] = {}
+    for event in stack.events:
+        data = event["data"]
+        if event["type"].startswith("intune.passcode-reset.") and data.get("batchId") == batch_id:
+            if data["status"] in FINAL_STATUSES:
+                earlier = finals.setdefault(data["requestId"], (event["id"], data))
+                assert earlier[0] == event["id"], f"two final events for {data['requestId']}"
+    return {request_id: data for request_id, (_, data) in finals.items()}
+
+
+async def test_a_csv_batch_runs_every_item_and_reports_counts_rows_and_one_done_event(
+    product_stack: ProductFactory,
+) -> None:
+    async with api(product_stack) as client:
+        query = "batchId=STORE-42&requestedBy=ops%40contoso.com&ticketId=CHG0042&allowRemoteLock=false"
+        first = await post_csv(client, MIXED_CSV, query)
+        assert first.status == 202, first
+        assert first.body == {
+            "batchId": "STORE-42",
+            "status": "accepted",
+            "statusUrl": first.headers["Location"],
+            "items": 5,
+        }
+        assert first.headers["Location"].startswith(client.url + "/api/batches/STORE-42")
+        assert int(first.headers["Retry-After"]) > 0
+        repeat = await post_csv(client, MIXED_CSV, query)
+        assert (repeat.status, repeat.body) == (202, first.body)
+
+        state = await wait_done(client, "STORE-42")
+        assert state["state"] == "done" and state["items"] == 5 and state["final"] == 5
+        assert state["counts"] == {"completed": 3, "rejected": 1, "unsupported": 1}
+
+        done = await wait_batch_event(client.stack, "STORE-42")
+        assert len({e["id"] for e in done}) == 1
+        assert done[0]["data"] == {"batchId": "STORE-42", "items": 5, "counts": state["counts"]}
+
+        finals = item_finals(client.stack, "STORE-42")
+        assert sorted(finals) == [f"STORE-42.{n}" for n in range(1, 6)]  # no second set of items
+        assert finals["STORE-42.5"]["reason"]["code"] == "device_not_found"
+        assert finals["STORE-42.4"]["status"] == "unsupported"
+        assert all(
+            data["ticketId"] == "CHG0042" and data["requestedBy"] == "ops@contoso.com" for data in finals.values()
+        )
+
+        rows = await client.call("GET", "/api/batches/STORE-42/items")
+        assert rows.status == 200 and rows.body["batchId"] == "STORE-42"
+        by_n = {row["n"]: row for row in rows.body["items"]}
+        assert by_n[1] == {
+            "n": 1,
+            "identifierKind": "intuneDeviceId",
+            "identifierValue": ADELE,
+            "requestId": "STORE-42.1",
+            "status": "completed",
+            "reasonCode": None,
+            "deviceId": ADELE,
+            "platform": "android-work-profile",
+            "action": "resetPasscode",
+        }
+        assert by_n[5]["status"] == "rejected" and by_n[5]["reasonCode"] == "device_not_found"
+        as_csv = await client.call("GET", "/api/batches/STORE-42/items?format=csv")
+        assert as_csv.headers["Content-Type"].startswith("text/csv")
+        table = list(csv.DictReader(io.StringIO(as_csv.body)))
+        assert list(table[0]) == [
+            "n",
+            "identifierKind",
+            "identifierValue",
+            "requestId",
+            "status",
+            "reasonCode",
+            "deviceId",
+            "platform",
+            "action",
+        ]
+        assert [row["status"] for row in table] == [by_n[n]["status"] for n in range(1, 6)]
+
+
+async def test_invalid_rows_are_all_named_and_nothing_is_accepted(product_stack: ProductFactory) -> None:
+    async with api(product_stack) as client:
+        text = "serialNumber,imei\r\nOK-1,\r\n,12\r\n,\r\nA,123456789012345\r\n"
+        answer = await post_csv(client, text, "batchId=BAD-1&requestedBy=ops&dryRun=yes")
+        body = assert_problem(answer, 400, "invalid-batch")
+        named = {(error["row"], error["field"]) for error in body["errors"]}
+        assert {(2, "imei"), (3, ""), (4, ""), (None, "dryRun")} <= named
+        assert 1 not in {error["row"] for error in body["errors"]}
+        assert (await client.call("GET", "/api/batches/BAD-1")).status == 404
+
+        json_answer = await client.call(
+            "POST", "/api/batches", body={"batchId": "BAD-2", "requestedBy": "ops", "devices": [{"imei": "1"}, {}]}
+        )
+        assert [e["row"] for e in assert_problem(json_answer, 400, "invalid-batch")["errors"]] == [1, 2]
+
+        unknown_group = await client.call(
+            "POST",
+            "/api/batches",
+            body={"requestedBy": "ops", "entraGroupId": "00000000-1111-2222-3333-444444444444"},
+        )
+        errors = assert_problem(unknown_group, 400, "invalid-batch")["errors"]
+        assert [e["field"] for e in errors] == ["entraGroupId"]
+
+        too_many = {"requestedBy": "ops", "devices": [{"serialNumber": f"S{n}"} for n in range(10_001)]}
+        assert_problem(await client.call("POST", "/api/batches", body=too_many), 413, "payload-too-large")
+
+
+async def test_a_reused_batch_id_with_another_payload_is_409_and_an_unknown_batch_404(
+    product_stack: ProductFactory,
+) -> None:
+    async with api(product_stack) as client:
+        body = {"batchId": "DUP-1", "requestedBy": "ops", "dryRun": True, "devices": [{"intuneDeviceId": ADELE}]}
+        assert (await client.call("POST", "/api/batches", body=body)).status == 202
+        other = {**body, "devices": [{"intuneDeviceId": WINDOWS_PC}]}
+        assert_problem(await client.call("POST", "/api/batches", body=other), 409, "batch-conflict")
+        assert_problem(await client.call("GET", "/api/batches/NOPE"), 404, "unknown-batch")
+        state = await wait_done(client, "DUP-1")
+        assert state["counts"] == {"dry_run": 1}
+
+
+async def test_a_group_batch_resets_each_managed_device_of_its_members_once(product_stack: ProductFactory) -> None:
+    async with api(product_stack) as client:
+        body = {"batchId": "GROUP-1", "requestedBy": "ops", "entraGroupId": STORE_GROUP_ID, "dryRun": True}
+        accepted = await client.call("POST", "/api/batches", body=body)
+        assert accepted.status == 202 and accepted.body["items"] is None  # known once expanded
+        state = await wait_done(client, "GROUP-1")
+        rows = (await client.call("GET", "/api/batches/GROUP-1/items")).body["items"]
+        identifiers = [(row["identifierKind"], row["identifierValue"]) for row in rows]
+        # Device members by Entra deviceId (the nested group's too), then the user's devices that are
+        # not already items: Johanna's Pixel is both, and is one item.
+        assert identifiers == [
+            ("azureAdDeviceId", "c23200a4-e69b-4e79-a004-861c7e82afc1"),
+            ("azureAdDeviceId", JOHANNA_AAD),
+            ("azureAdDeviceId", ORPHAN_DEVICE_ID),
+            ("azureAdDeviceId", "5d8e6ddf-db87-4ed9-8381-97f0344e7650"),
+            ("intuneDeviceId", WINDOWS_PC),
+        ]
+        assert state["counts"] == {"dry_run": 3, "rejected": 1, "unsupported": 1}
+        assert rows[2]["reasonCode"] == "device_not_found"
+        graph_reads = [call["route"] for call in client.stack.sim.state.calls]
+        assert {"group", "groupMembers", "userDevices"} <= set(graph_reads)  # through Graph, as Intune
+
+
+async def test_the_batch_queue_takes_batches_from_upstream_and_rejects_invalid_ones(
+    product_stack: ProductFactory,
+) -> None:
+    async with product_stack() as stack:
+        queue = stack.settings["RESET_BATCHES_QUEUE"]
+        batch = {
+            "batchId": "Q-1",
+            "requestedBy": "itsm",
+            "dryRun": True,
+            "devices": [{"intuneDeviceId": ADELE}, {"serialNumber": ALEX_IPHONE_SERIAL}],
+        }
+        await stack.send(batch, queue=queue)
+        await stack.send({"batchId": "Q-2", "requestedBy": "itsm", "devices": [{"imei": "x"}]}, queue=queue)
+        await wait_batch_event(stack, "Q-1")
+        finals = item_finals(stack, "Q-1")
+        assert {data["status"] for data in finals.values()} == {"dry_run"} and len(finals) == 2
+        rejected = [e for e in stack.events if e["type"] == "intune.passcode-reset-batch.rejected"]
+        assert [e["subject"] for e in rejected] == ["Q-2"]
+        assert rejected[0]["data"]["errors"][0]["row"] == 1
+        items_of_q2 = [
+            e
+            for e in stack.events
+            if e["type"].startswith("intune.passcode-reset.") and e["data"].get("batchId") == "Q-2"
+        ]
+        assert not items_of_q2
