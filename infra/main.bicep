@@ -170,6 +170,29 @@ param eventGridWebhookUrl string = ''
 param eventGridRetrySeconds int = 300
 
 // ---------------------------------------------------------------------------------------------
+// Approvals, guardrails and requesters (docs/contract.md#approvals-guardrails-and-requesters)
+// ---------------------------------------------------------------------------------------------
+
+@description('APPROVAL_REQUIRED: comma list of rules that hold a request for approval (platform rows, removePasscode, resetPasscode, remoteLock, batch, *). Empty: none.')
+param approvalRequired string = ''
+
+@minValue(1)
+@maxValue(604799)
+@description('APPROVAL_TIMEOUT_SECONDS: an unanswered approval ends rejected / approval_expired.')
+param approvalTimeoutSeconds int = 86400
+
+@minValue(0)
+@description('GUARDRAIL_MAX_ACTIONS_PER_HOUR: action calls in any rolling hour, all instances; beyond it requests wait for approval. 0 = off.')
+param guardrailMaxActionsPerHour int = 100
+
+@minValue(0)
+@description('GUARDRAIL_MAX_PER_REQUESTER_PER_HOUR: the same per requestedBy. 0 = off.')
+param guardrailMaxPerRequesterPerHour int = 0
+
+@description('ALLOWED_REQUESTERS: comma list of UPNs and @domain suffixes allowed as requestedBy. Empty: anyone.')
+param allowedRequesters string = ''
+
+// ---------------------------------------------------------------------------------------------
 // Alerts
 // ---------------------------------------------------------------------------------------------
 
@@ -317,6 +340,11 @@ module api 'app/api.bicep' = {
     graphBudgetInstances: graphBudgetInstances
     eventGridTopicEndpoint: eventGridEnabled ? eventGrid.outputs.endpoint : ''
     eventGridRetrySeconds: eventGridRetrySeconds
+    approvalRequired: approvalRequired
+    approvalTimeoutSeconds: approvalTimeoutSeconds
+    guardrailMaxActionsPerHour: guardrailMaxActionsPerHour
+    guardrailMaxPerRequesterPerHour: guardrailMaxPerRequesterPerHour
+    allowedRequesters: allowedRequesters
     authEnabled: authEnabled
     authClientId: createAuthApplication ? graph.outputs.apiApplicationClientId : authClientId
   }

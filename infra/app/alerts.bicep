@@ -94,6 +94,16 @@ union isfuzzy=true traces, customEvents
 | project timestamp, message, eventId = tostring(customDimensions.eventId), requestId = tostring(customDimensions.requestId)
 '''
 
+// Guardrails (docs/contract.md#guardrails): a request held because the hourly limit of action calls
+// was reached. The app logs its outcome (customDimensions event "outcome", status awaiting_approval,
+// reasonCode guardrail_tripped) and counts passcode_reset.guardrail.tripped.
+var guardrailQuery = '''
+union isfuzzy=true traces, customEvents
+| where tostring(customDimensions.event) == "outcome"
+| where tostring(customDimensions.reasonCode) == "guardrail_tripped"
+| project timestamp, message, requestId = tostring(customDimensions.requestId)
+'''
+
 resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}-poison'
   location: location
@@ -240,9 +250,46 @@ resource eventGridAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   }
 }
 
+resource guardrailAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-guardrail'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Passcode reset: guardrail tripped'
+    description: 'Requests are held for approval because GUARDRAIL_MAX_ACTIONS_PER_HOUR (or the per-requester limit) action calls were made in the last hour: a runaway upstream system, or a real surge. Nothing is lost. List them with python -m ops approvals; approve the legitimate ones (python -m ops approve REQUEST_ID) or let them expire.'
+    severity: 2
+    enabled: true
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    scopes: [
+      applicationInsights.id
+    ]
+    criteria: {
+      allOf: [
+        {
+          query: guardrailQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
 output alertRuleNames array = [
   poisonAlert.name
   eventGridAlert.name
+  guardrailAlert.name
   failureRateAlert.name
   throttlingAlert.name
 ]

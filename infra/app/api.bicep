@@ -53,6 +53,13 @@ param eventGridTopicEndpoint string = ''
 @maxValue(86400)
 param eventGridRetrySeconds int = 300
 
+// Approvals, guardrails and requesters (docs/contract.md#approvals-guardrails-and-requesters).
+param approvalRequired string
+param approvalTimeoutSeconds int
+param guardrailMaxActionsPerHour int
+param guardrailMaxPerRequesterPerHour int
+param allowedRequesters string
+
 @description('Turn on App Service Authentication (Entra ID) for the HTTP API.')
 param authEnabled bool = false
 
@@ -171,6 +178,26 @@ var appSettings = [
   {
     name: 'EVENTGRID_RETRY_SECONDS'
     value: string(eventGridRetrySeconds)
+  }
+  {
+    name: 'APPROVAL_REQUIRED'
+    value: approvalRequired
+  }
+  {
+    name: 'APPROVAL_TIMEOUT_SECONDS'
+    value: string(approvalTimeoutSeconds)
+  }
+  {
+    name: 'GUARDRAIL_MAX_ACTIONS_PER_HOUR'
+    value: string(guardrailMaxActionsPerHour)
+  }
+  {
+    name: 'GUARDRAIL_MAX_PER_REQUESTER_PER_HOUR'
+    value: string(guardrailMaxPerRequesterPerHour)
+  }
+  {
+    name: 'ALLOWED_REQUESTERS'
+    value: allowedRequesters
   }
   // Trust X-MS-CLIENT-PRINCIPAL and require the PasscodeReset.* roles only behind Easy Auth.
   {

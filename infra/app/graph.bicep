@@ -38,6 +38,11 @@ var apiAppRoles = [
     displayName: 'Reveal new passcodes'
     description: 'Read the new passcode Intune generated for a device (GET /api/resets/{requestId}/passcode).'
   }
+  {
+    value: 'PasscodeReset.Approve'
+    displayName: 'Approve passcode resets'
+    description: 'Approve or deny passcode resets held for approval (POST /api/resets/{requestId}/approval, POST /api/batches/{batchId}/approval).'
+  }
 ]
 
 resource apiApplication 'Microsoft.Graph/applications@v1.0' = if (createApiApplication) {

@@ -66,6 +66,16 @@ PLATFORM_SETTINGS = frozenset({
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 })
 
+# docs/contract.md#approvals-guardrails-and-requesters (empty lists: no default to compare).
+CONTRACT_APPROVAL_SETTINGS: dict[str, str | None] = {
+    "APPROVAL_REQUIRED": None,
+    "APPROVAL_TIMEOUT_SECONDS": "86400",
+    "GUARDRAIL_MAX_ACTIONS_PER_HOUR": "100",
+    "GUARDRAIL_MAX_PER_REQUESTER_PER_HOUR": "0",
+    "ALLOWED_REQUESTERS": None,
+}
+
 ALL_APP_SETTINGS: dict[str, str | None] = {
     **CONTRACT_SETTINGS, **CONTRACT_AUTH_SETTINGS, **CODE_ONLY_SETTINGS, **CONTRACT_EVENTGRID_SETTINGS,
+    **CONTRACT_APPROVAL_SETTINGS,
 }

@@ -276,10 +276,12 @@ def test_no_template_assigns_graph_app_roles(path: str) -> None:
     assert "grantGraphPermissions" not in bicep.text(path)
 
 
-def test_api_app_registration_defines_the_three_app_roles() -> None:
+def test_api_app_registration_defines_the_four_app_roles() -> None:
     template = bicep.parse(GRAPH)
     values = {role["value"] for role in bicep.variable(template, "apiAppRoles")}
-    assert values == {"PasscodeReset.Submit", "PasscodeReset.Read", "PasscodeReset.RevealPasscode"}
+    assert values == {
+        "PasscodeReset.Submit", "PasscodeReset.Read", "PasscodeReset.RevealPasscode", "PasscodeReset.Approve"
+    }
     app = bicep.resource(template, "apiApplication")
     assert app["api"]["requestedAccessTokenVersion"] == 2  # what authsettingsV2's v2.0 issuer expects
     assert app["appRoles"]["loop_type"]["detail"]["array_name"] == "apiAppRoles"
@@ -293,7 +295,7 @@ def test_api_app_registration_defines_the_three_app_roles() -> None:
 def test_four_log_alerts_over_app_insights() -> None:
     template = bicep.parse(ALERTS)
     rules = bicep.resources_of_type(template, "Microsoft.Insights/scheduledQueryRules")
-    assert set(rules) == {"poisonAlert", "failureRateAlert", "throttlingAlert", "eventGridAlert"}
+    assert set(rules) == {"poisonAlert", "failureRateAlert", "throttlingAlert", "eventGridAlert", "guardrailAlert"}
     for body in rules.values():
         assert body["kind"] == "LogAlert"
         assert [bicep.accessor_chain(scope) for scope in body["properties"]["scopes"]] == [
