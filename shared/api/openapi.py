@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from shared.api.approvals import ApprovalDecision
 from shared.api.http import PROBLEM_JSON, PROBLEM_TYPE_PREFIX, HttpAnswer, HttpCall, base_path, json_answer
 from shared.api.models import HealthReport, PasscodeReveal, Problem, ResetAccepted
 from shared.api.resets import IN_PROGRESS_RETRY_AFTER
@@ -76,6 +77,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (Problem, "serialization"),
     (PasscodeReveal, "serialization"),
     (HealthReport, "serialization"),
+    (ApprovalDecision, "validation"),
 ]
 # JSON Schema keywords that Swagger 2.0's Schema Object does not have.
 _UNSUPPORTED = {"anyOf", "oneOf", "not", "const", "$defs", "prefixItems", "if", "then", "else", "examples"}
@@ -322,6 +324,48 @@ def _paths() -> dict[str, Any]:
                     "403": _FORBIDDEN,
                     "404": _problem("Passcode reveal is disabled, the request is unknown, or there is no passcode"),
                     "502": _problem("Microsoft Graph refused to read the device"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/resets/{requestId}/approval": {
+            "post": {
+                "operationId": "DecidePasscodeResetApproval",
+                "summary": "Approve or deny a reset awaiting approval",
+                "description": (
+                    "For a request whose status is awaiting_approval (an APPROVAL_REQUIRED rule or a guardrail "
+                    "held it). approve: the request goes on; deny: it ends rejected / approval_denied. With App "
+                    "Service Authentication the approver is the signed-in caller (app role PasscodeReset.Approve) "
+                    "and a body approver is ignored; with a function key only, the body must name the approver "
+                    "(self-asserted). Four eyes: the approver may be neither requestedBy nor submittedBy (403). "
+                    "Answers 200 with what GET /resets/{requestId} answers at that moment."
+                ),
+                "x-ms-visibility": "important",
+                "consumes": ["application/json"],
+                "produces": produces,
+                "parameters": [
+                    _REQUEST_ID_PARAMETER,
+                    {
+                        "name": "body",
+                        "in": "body",
+                        "required": True,
+                        "description": "The decision",
+                        "schema": _ref("ApprovalDecision"),
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Recorded: the outcome (denied) or the status (approved, processing)",
+                        "schema": _ref("PasscodeResetOutcome"),
+                    },
+                    "400": _problem("The body or the requestId is not valid, or the approver is missing"),
+                    "401": _UNAUTHORIZED,
+                    "403": _problem(
+                        "The caller lacks PasscodeReset.Approve, or is the requester or submitter (same-person)"
+                    ),
+                    "404": _problem("No request has this requestId"),
+                    "409": _problem("The request is not awaiting approval; nothing changed"),
+                    "413": _problem("The body is too large"),
                     "503": _UNAVAILABLE,
                 },
             }

@@ -15,7 +15,14 @@ from shared.api.http import HttpCall
 from shared.api.openapi import PLACEHOLDER_HOST, openapi_answer, openapi_document, render
 from tools.openapi import OPENAPI_DIR, OPENAPI_FILE
 
-OPERATIONS = {"SubmitPasscodeReset", "GetPasscodeReset", "RevealPasscode", "GetOpenApiDocument", "GetHealth"}
+OPERATIONS = {
+    "SubmitPasscodeReset",
+    "GetPasscodeReset",
+    "RevealPasscode",
+    "DecidePasscodeResetApproval",
+    "GetOpenApiDocument",
+    "GetHealth",
+}
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
