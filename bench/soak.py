@@ -23,6 +23,9 @@ until every queue is empty, then prints ONE JSON line on stdout:
     ...                and: kills, messages_sent, unexpected_actions (an action where none
                        should run), leaks (secrets found in host logs or events), leak_scan_s
                        (seconds the leak scan took), statuses
+    storage_outages    with --storage-faults (bench/soak_storage.py): storage cut off entirely,
+    storage_restarts   Azurite stopped gracefully and started again, and storage_faults: the
+                       injected storage faults by kind (503 ServerBusy, dropped, latency, ...)
 
 Exit code 0 when lost, duplicate_finals, duplicate_actions, unexpected_actions and leaks are 0.
 Progress goes to stderr. Everything listens on loopback only; the run is bounded by --timeout.
@@ -53,6 +56,7 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from bench.leak_scan import find_leaks
 from bench.soak_eventgrid import EventGridLeg
 from bench.soak_fleet import PlannedRequest, build_plan
+from bench.soak_storage import CLIENT_RETRY, StorageFaultLeg, StoragePlan
 from devstack.azurite import ACCOUNT_KEY, PROJECT_ROOT, Azurite
 from devstack.children import run_ending_children
 from devstack.run import Child, spawn
@@ -86,6 +90,7 @@ class SoakConfig:
     keep: bool = False  # keep the work directory (logs, Azurite data)
     quiet: bool = False
     eventgrid: bool = False  # also deliver to a local Event Grid topic that fails at times (bench/soak_eventgrid.py)
+    storage: StoragePlan | None = None  # --storage-faults: outages, an Azurite restart, 503s (bench/soak_storage.py)
 
 
 @dataclass
@@ -105,6 +110,9 @@ class SoakReport:
     statuses: dict[str, int]
     details: dict[str, Any] = field(default_factory=dict)  # not printed: lists for tests and debugging
     eventgrid: dict[str, Any] | None = None  # with --eventgrid: bench/soak_eventgrid.py
+    storage_outages: int = 0  # with --storage-faults: bench/soak_storage.py
+    storage_restarts: int = 0
+    storage_faults: dict[str, Any] | None = None
 
     @property
     def targets_met(self) -> bool:
@@ -113,7 +121,8 @@ class SoakReport:
         return not any(failures) and not eventgrid.get("final_missing") and not eventgrid.get("unknown")
 
     def line(self) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k != "details" and not (k == "eventgrid" and v is None)}
+        optional = ("eventgrid", "storage_faults")
+        fields = {k: v for k, v in asdict(self).items() if k != "details" and not (k in optional and v is None)}
         fields["guardrails"] = "off"  # GUARDRAIL_MAX_ACTIONS_PER_HOUR=0 for this run (see _host_env)
         return json.dumps(fields, separators=(", ", ": "))
 
@@ -221,6 +230,8 @@ class Soak:
         self.http_errors: collections.Counter[str] = collections.Counter()
         self.eventgrid: EventGridLeg | None = None
         self.eventgrid_report: dict[str, Any] | None = None
+        self.storage: StorageFaultLeg | None = None
+        self.disruption = asyncio.Lock()  # a host kill and a storage disruption never overlap
 
     def say(self, text: str) -> None:
         if not self.config.quiet:
@@ -238,8 +249,13 @@ class Soak:
             if self.config.eventgrid:
                 self.eventgrid = await EventGridLeg.start(self.log_dir, {**os.environ, "PYTHONUNBUFFERED": "1"})
                 self.say(f"event grid receiver {self.eventgrid.url}")
+            storage_connection = azurite.connection_string
+            if self.config.storage is not None:
+                self.storage = await StorageFaultLeg.start(azurite, self.config.storage, self.config.seed)
+                storage_connection = self.storage.connection_string
+                self.say(f"storage fault proxy {self.storage.proxy.ports}: {self.storage.schedule()}")
             async with SimulatorControl(graph_url) as control, QueueServiceClient.from_connection_string(
-                azurite.connection_string
+                storage_connection, **CLIENT_RETRY
             ) as service, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
                 await self._add_devices(control)
                 for name in (REQUESTS_QUEUE, RESULTS_QUEUE):
@@ -247,7 +263,7 @@ class Soak:
                         await service.create_queue(name)
                 host_json = self.workdir / "host.json"
                 write_host_json(host_json)
-                env = self._host_env(azurite.connection_string, graph_url)
+                env = self._host_env(storage_connection, graph_url)
                 if self.eventgrid is not None:
                     env.update(self.eventgrid.host_settings())
                 host = HostProcess(env, self.log_dir, self.config, host_json)
@@ -257,6 +273,8 @@ class Soak:
                     await control.add_faults(fault_rules(self.config))
                 deadline = started + self.config.timeout
                 await self._drive(service, session, host, deadline)
+                if self.storage is not None:
+                    self.storage.calm()
                 await self._wait_drained(service, deadline)
                 if self.eventgrid is not None:
                     self.eventgrid_report = await self.eventgrid.report(
@@ -278,6 +296,8 @@ class Soak:
             await self._cancel_background()
             if self.eventgrid is not None:
                 await asyncio.to_thread(self.eventgrid.stop)
+            if self.storage is not None:
+                await self.storage.stop()
             if host is not None:
                 await host.stop()
             if simulator is not None:
@@ -345,6 +365,11 @@ class Soak:
         reporter = asyncio.create_task(self._report_progress())
         # The topic fails now and then while requests flow (not while the queues drain).
         topic_faults = asyncio.create_task(self.eventgrid.inject_faults()) if self.eventgrid else None
+        storage_faults = (
+            asyncio.create_task(self.storage.disrupt(self._reached, self.disruption, host.ready, self.say))
+            if self.storage
+            else None
+        )
         todo = iter(self.plan)
 
         async def sender() -> None:
@@ -361,6 +386,8 @@ class Soak:
                 self.progress.clear()
                 await self.progress.wait()
             await killer  # a restart in progress finishes first
+            if storage_faults is not None:
+                await storage_faults  # so does a storage disruption
             await asyncio.gather(*self.late)
 
         try:
@@ -372,6 +399,8 @@ class Soak:
             reporter.cancel()
             if topic_faults is not None:
                 topic_faults.cancel()
+            if storage_faults is not None:
+                storage_faults.cancel()
 
     async def _send(self, planned: PlannedRequest) -> None:
         self.messages_sent += 1
@@ -455,12 +484,19 @@ class Soak:
             while len(self.first_final) < point * total:
                 self.progress.clear()
                 await self.progress.wait()
-            host.kill()
-            self.kills += 1
-            self.say(f"SIGKILL host (kill {self.kills}) at {len(self.first_final)}/{total} final")
-            await asyncio.sleep(1.0)
-            await host.start()
+            async with self.disruption:  # never while storage is down: a host starting then exits
+                host.kill()
+                self.kills += 1
+                self.say(f"SIGKILL host (kill {self.kills}) at {len(self.first_final)}/{total} final")
+                await asyncio.sleep(1.0)
+                await host.start()
             self.say(f"host restarted: {host.url}")
+
+    async def _reached(self, share: float) -> None:
+        """Return once `share` of the requests have their final event."""
+        while len(self.first_final) < share * len(self.plan):
+            self.progress.clear()
+            await self.progress.wait()
 
     async def _report_progress(self) -> None:
         while True:
@@ -548,6 +584,7 @@ class Soak:
             leak_scan_s=leak_scan_s,
             statuses=dict(sorted(statuses.items())),
             eventgrid=self.eventgrid_report,
+            **(self.storage.report() if self.storage is not None else {}),
             details={
                 "lost": lost[:50],
                 "duplicate_finals": duplicate_finals[:50],
@@ -623,6 +660,9 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, Azurite data)")
     parser.add_argument("--details", action="store_true", help="also print the details on stderr")
     parser.add_argument("--eventgrid", action="store_true", help="also deliver to a failing local Event Grid topic")
+    parser.add_argument(
+        "--storage-faults", action="store_true", help="storage outages, Azurite restart, 503s (bench/soak_storage.py)"
+    )
     args = parser.parse_args(argv)
     config = SoakConfig(
         requests=args.requests,
@@ -638,6 +678,7 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
         seed=args.seed,
         keep=args.keep,
         eventgrid=args.eventgrid,
+        storage=StoragePlan() if args.storage_faults else None,
     )
     return config, args.details
 
