@@ -58,6 +58,9 @@ MAX_EARLY_RETRIES = 60
 POISON_RETRY_SECONDS = 60
 MAX_REVIVALS = 20
 RELEASE_CONCURRENCY = 8
+# One release step keeps the request queue topped up for this long, looking every round.
+RELEASE_WINDOW_SECONDS = 20.0
+RELEASE_ROUND_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -281,40 +284,53 @@ async def _expand(record: BatchRecord, s: BatchServices) -> None:
 
 
 async def _release(record: BatchRecord, s: BatchServices) -> None:
-    """The next items go to the request queue: as many as keep it near its target depth."""
-    depth = await s.requests_queue.depth()
-    count = s.pacing.release_count(record, depth)
-    if count:
-        first = record.cursor + 1
-        refs = await _load_items(record, s, first, record.cursor + count)
-        semaphore = asyncio.Semaphore(RELEASE_CONCURRENCY)
+    """Items go to the request queue for up to `RELEASE_WINDOW_SECONDS`, a few at a time, so that
+    the queue holds about `Pacing.target_depth` messages: the pipeline never runs dry, and a single
+    request waits behind a short queue (docs/decisions/0018-batch-expansion-and-pacing.md). The
+    cursor is recorded after each round, so a crash repeats at most one round (harmlessly)."""
+    deadline = asyncio.get_running_loop().time() + RELEASE_WINDOW_SECONDS
+    items = record.items or 0
+    while record.cursor < items:
+        count = s.pacing.release_count(record, await s.requests_queue.depth())
+        if count:
+            await _release_items(record, s, record.cursor + 1, record.cursor + count)
+            cursor = record.cursor + count
+            changes: dict[str, Any] = {"cursor": cursor}
+            if cursor >= items:
+                changes["released_at"] = s.clock()
+            try:
+                record = await s.store.replace(replace(record, **changes))
+            except StorageConflict:
+                log.info("batch changed meanwhile; the other step goes on", extra={"batchId": record.batch_id})
+                return
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        if record.cursor < items:
+            await asyncio.sleep(RELEASE_ROUND_SECONDS)
+    await _advance(record, s, 0)
 
-        async def release(n: int, ref: DeviceRef) -> None:
-            async with semaphore:
-                request = item_request(record, n, ref)
-                submission = await submit_request(
-                    request,
-                    ledger=s.ledger,
-                    queue=s.requests_queue,
-                    now=s.clock(),
-                    note="batch item",
-                    batch_id=record.batch_id,
-                )
-                if submission.conflict:
-                    # The request id is taken by another request: the request queue publishes
-                    # `rejected` / `request_conflict` for this item.
-                    await s.requests_queue.send_message(request.to_message())
 
-        await asyncio.gather(*(release(first + i, ref) for i, ref in enumerate(refs)))
-    cursor = record.cursor + count
-    finished = cursor >= (record.items or 0)
-    await _advance(
-        record,
-        s,
-        0 if finished else s.pacing.tick_seconds,
-        cursor=cursor,
-        released_at=s.clock() if finished else None,
-    )
+async def _release_items(record: BatchRecord, s: BatchServices, first: int, last: int) -> None:
+    refs = await _load_items(record, s, first, last)
+    semaphore = asyncio.Semaphore(RELEASE_CONCURRENCY)
+
+    async def release(n: int, ref: DeviceRef) -> None:
+        async with semaphore:
+            request = item_request(record, n, ref)
+            submission = await submit_request(
+                request,
+                ledger=s.ledger,
+                queue=s.requests_queue,
+                now=s.clock(),
+                note="batch item",
+                batch_id=record.batch_id,
+            )
+            if submission.conflict:
+                # The request id is taken by another request: the request queue publishes
+                # `rejected` / `request_conflict` for this item.
+                await s.requests_queue.send_message(request.to_message())
+
+    await asyncio.gather(*(release(first + i, ref) for i, ref in enumerate(refs)))
 
 
 async def _load_items(record: BatchRecord, s: BatchServices, first: int, last: int) -> list[DeviceRef]:
