@@ -1,20 +1,23 @@
 """Throughput at Intune's Graph budget, on the local stack (README "Performance").
 
-    .venv/bin/python -m bench.throughput --requests 1000
+    .venv/bin/python -m bench.throughput --requests 1000 [--hosts 4]
 
 Starts Azurite (in memory, access log on), the Intune simulator (Intune's throttling budget of 200
-POST / 2,000 requests per 20 s, 150 ms per Graph call) and the product host (`python -m devstack
-host`) as separate processes. Then:
+POST / 2,000 requests per 20 s, 150 ms per Graph call) and N product hosts (`python -m devstack
+host`, one Graph budget for all of them: docs/decisions/0013-shared-graph-budget.md) as separate
+processes. Then:
 
 1. baseline, the peers' approach: one request at a time, sequentially, the same Graph calls through
    the same gateway (resolve the device, choose the action, call it), on its own devices;
 2. the simulator is reset (empty call log and budget) and gets one new device per request;
-3. the product: N requests are put on the request queue at once and the host works them off.
+3. the product: the requests are put on the request queue at once and the hosts work them off.
 
 Prints one JSON line. Graph figures come from the simulator's call log; storage figures from
 Azurite's access log (one line per storage request) less the benchmark's own requests, which it
-counts itself. Writes bench/out/throughput.png (actions per second against the budget line),
-bench/out/throughput.json, and keeps the host's log in bench/out/host.log.
+counts itself; the simulator reports the most calls that arrived in any window of its budget
+(`max_actions_per_window`, `budget_exceeded`). Writes bench/out/throughput.png (actions per second
+against the budget line), bench/out/throughput.json and bench/out/throughput-hosts-N.json (for
+`python -m bench.hosts_chart`), and keeps each host's log in bench/out/host-N.log.
 """
 
 from __future__ import annotations
@@ -276,49 +279,71 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     (OUT / "azurite.log").unlink(missing_ok=True)  # Azurite appends to its log
     azurite = CountingAzurite(log_path=OUT / "azurite.log")
     simulator: Service | None = None
-    host: Service | None = None
+    hosts: list[Service] = []
     log_window: tuple[int, int] | None = None
+    throttle: dict[str, Any] = {}
+    cpu: list[float] = []
     try:
         await asyncio.to_thread(azurite.start)
         simulator = await asyncio.to_thread(
             launch, simulator_args(args.latency_ms), dict(os.environ), SIMULATOR_READY, OUT / "sim.log"
         )
         async with SimulatorControl(simulator.url) as control:
-            await add_devices(control, base_devices)
+            if base_requests:
+                await add_devices(control, base_devices)
             baseline = await run_baseline(simulator.url, base_requests)
             await control.reset()  # empty call log and throttling budget; the seeded fleet only
             await add_devices(control, main_devices)
 
-            env = host_environment(
-                azurite,
-                simulator.url,
-                CONFIRM_FIRST_CHECK_SECONDS=str(args.confirm_first_check),
-                GRAPH_BUDGET_INSTANCES=str(args.instances),
+            env = host_environment(azurite, simulator.url, CONFIRM_FIRST_CHECK_SECONDS=str(args.confirm_first_check))
+            hosts = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        launch, host_args(host_json, settings_file), env, HOST_READY, OUT / f"host-{n}.log"
+                    )
+                    for n in range(args.hosts)
+                )
             )
-            host = await asyncio.to_thread(
-                launch, host_args(host_json, settings_file), env, HOST_READY, OUT / "host.log"
-            )
-            rss: list[tuple[float, float]] = []
+            rss: list[list[tuple[float, float]]] = [[] for _ in hosts]
             stop_sampling = asyncio.Event()
-            sampler = asyncio.create_task(sample_rss(host.process.pid, rss, stop_sampling))
+            samplers = [
+                asyncio.create_task(sample_rss(host.process.pid, samples, stop_sampling))
+                for host, samples in zip(hosts, rss, strict=True)
+            ]
+            cpu_before = [cpu_seconds(host) for host in hosts]
 
             run = ProductRun()
             log_start = azurite.log_size()
             await drive_product(azurite.connection_string, main_requests, run, give_up_after=args.timeout)
+            cpu = [cpu_seconds(host) - before for host, before in zip(hosts, cpu_before, strict=True)]
             await asyncio.sleep(0.5)  # let Azurite flush the last access-log lines
             log_window = (log_start, azurite.log_size())
             stop_sampling.set()
-            await sampler
+            await asyncio.gather(*samplers)
             calls = await control.calls()
+            throttle = await control.throttle_usage()
     finally:
-        if host is not None:
-            await asyncio.to_thread(host.stop)
+        await asyncio.gather(*(asyncio.to_thread(host.stop) for host in hosts))
         if simulator is not None:
             await asyncio.to_thread(simulator.stop)
         storage = azurite.storage_requests(*log_window) if log_window else Counter()
+        budget_ops = azurite.lines_containing(BUDGET_ENTITY, *log_window) if log_window else 0
         await asyncio.to_thread(azurite.stop)
 
-    return figures(args, main_requests, run, calls, storage, rss, baseline, host)
+    return figures(args, main_requests, run, calls, storage, rss, baseline, hosts, throttle, cpu, budget_ops)
+
+
+BUDGET_ENTITY = "graph-budget"  # the shared budget's entity (PartitionKey `$graph-budget`) in access-log lines
+
+
+def cpu_seconds(host: Service) -> float:
+    import psutil
+
+    try:
+        times = psutil.Process(host.process.pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 async def add_devices(control: SimulatorControl, devices: list[dict[str, Any]], parallel: int = 16) -> None:
@@ -337,15 +362,18 @@ def figures(
     run: ProductRun,
     calls: list[dict[str, Any]],
     storage: Counter[str],
-    rss: list[tuple[float, float]],
+    rss: list[list[tuple[float, float]]],
     baseline: BaselineResult,
-    host: Service | None,
+    hosts: list[Service],
+    throttle: dict[str, Any],
+    cpu: list[float],
+    budget_ops: int,
 ) -> dict[str, Any]:
     window = (run.started, run.finished)
     actions = [c for c in calls if c.get("method") == "POST" and c.get("status") == 204]
     action_times = [parse_time(c["time"]) for c in actions]
     elapsed = run.finished - run.started
-    budget_per_s = 200 / 20 / args.instances  # this host's share of Intune's budget
+    budget_per_s = 200 / 20  # Intune's budget, for all hosts together
     actions_per_s = len(actions) / elapsed if elapsed > 0 else 0.0
     statuses = Counter(status for status, _ in run.outcome.values())
     latencies = [
@@ -356,29 +384,41 @@ def figures(
     missing = len(requests) - len(run.outcome)
     graph = graph_figures(calls, requests)
     host_storage = sum(storage.values()) - run.bench_storage_requests
-    rss_values = [mb for _, mb in rss]
-    quarter = max(1, len(rss_values) // 4)
+    per_device = Counter(str(c.get("deviceId", "")).lower() for c in actions)
+    wrong_actions = sum(1 for r in requests if per_device[r.device_id.lower()] != (1 if r.supported else 0))
+    peaks = [round(max((mb for _, mb in samples), default=0.0), 1) for samples in rss]
+    firsts = [max((mb for _, mb in s[: max(1, len(s) // 4)]), default=0.0) for s in rss]
+    lasts = [max((mb for _, mb in s[-max(1, len(s) // 4) :]), default=0.0) for s in rss]
+    throttled = sum(1 for c in calls if c.get("status") == 429)
     result: dict[str, Any] = {
+        "hosts": args.hosts,
         "requests": len(requests),
         "elapsed_s": round(elapsed, 2),
         "actions": len(actions),
         "actions_per_s": round(actions_per_s, 3),
         "budget_actions_per_s": budget_per_s,
         "budget_utilisation": round(actions_per_s / budget_per_s, 3),
+        "max_actions_per_window": throttle.get("peakWrites"),
+        "max_calls_per_window": throttle.get("peakAny"),
+        "budget_exceeded": throttle.get("exceeded"),
+        "requests_not_one_action": wrong_actions,
         "p50_ms": round(percentile(latencies, 0.50)),
         "p95_ms": round(percentile(latencies, 0.95)),
         **graph,
         "graph_calls_total": len(calls),
         "storage_ops_per_request": round(host_storage / len(requests), 2),
-        "throttled_429": sum(1 for c in calls if c.get("status") == 429),
-        "throttled_429_share": round(sum(1 for c in calls if c.get("status") == 429) / max(1, len(calls)), 4),
+        "budget_storage_ops_per_request": round(budget_ops / len(requests), 3),
+        "host_cpu_ms_per_request": round(sum(cpu) * 1000 / len(requests), 1),
+        "throttled_429": throttled,
+        "throttled_429_share": round(throttled / max(1, len(calls)), 4),
         "failed": statuses.get("failed", 0) + missing,
         "outcomes": dict(sorted(statuses.items())),
         "no_outcome": missing,
-        "deferrals": count_log(host, "request deferred"),
-        "peak_rss_mb": round(max(rss_values, default=0.0), 1),
-        "rss_mb_first_quarter": round(max(rss_values[:quarter], default=0.0), 1),
-        "rss_mb_last_quarter": round(max(rss_values[-quarter:], default=0.0), 1),
+        "deferrals": sum(count_log(host, "request deferred") or 0 for host in hosts),
+        "peak_rss_mb": max(peaks, default=0.0),
+        "peak_rss_mb_by_host": peaks,
+        "rss_mb_first_quarter": round(max(firsts, default=0.0), 1),
+        "rss_mb_last_quarter": round(max(lasts, default=0.0), 1),
         "baseline_requests": baseline.requests,
         "baseline_actions_per_s": round(baseline.actions_per_s, 3),
         "baseline_failed": baseline.failed,
@@ -386,9 +426,8 @@ def figures(
         "max_speedup_at_budget": round(budget_per_s / baseline.actions_per_s, 2) if baseline.actions_per_s else None,
         "storage_ops_by_kind": dict(storage.most_common()),
         "bench_storage_ops": run.bench_storage_requests,
-        "host_ready_s": round(host.ready_after, 2) if host else None,
+        "host_ready_s": round(max(host.ready_after for host in hosts), 2) if hosts else None,
         "latency_ms_per_graph_call": args.latency_ms,
-        "budget_instances": args.instances,
         "batch_size": args.batch_size,
         "new_batch_threshold": args.new_batch_threshold,
         "confirm_first_check_s": args.confirm_first_check,
@@ -397,6 +436,9 @@ def figures(
     chart(OUT / "throughput.png", action_times, run.started, budget_per_s, baseline.actions_per_s)
     (OUT / "throughput.json").write_text(json.dumps(result, indent=2))
     (OUT / "actions.json").write_text(json.dumps([round(t - run.started, 3) for t in action_times]))
+    (OUT / f"throughput-hosts-{args.hosts}.json").write_text(
+        json.dumps({"result": result, "actions": [round(t - run.started, 3) for t in action_times]})
+    )
     return result
 
 
@@ -421,17 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         default=3600,
         help="CONFIRM_FIRST_CHECK_SECONDS; the default keeps confirmation checks out of the measured window",
     )
-    parser.add_argument(
-        "--instances",
-        type=int,
-        default=1,
-        help="GRAPH_BUDGET_INSTANCES for the host: it then keeps 1/N of the budget, as one of N instances",
-    )
+    parser.add_argument("--hosts", type=int, default=1, help="product hosts sharing the one Graph budget (default 1)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting for outcomes after (s)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.baseline < 1:
-        parser.error("--requests and --baseline must be at least 1")
+    if args.requests < 1 or args.baseline < 0 or args.hosts < 1:
+        parser.error("--requests and --hosts must be at least 1, --baseline at least 0")
     queues = json.loads((PROJECT_ROOT / "host.json").read_text())["extensions"]["queues"]
     args.batch_size = args.batch_size or queues["batchSize"]
     args.new_batch_threshold = (

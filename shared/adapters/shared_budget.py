@@ -179,6 +179,7 @@ class SharedGraphBudget:
         self._paused_until = -math.inf
         self._fallback_until = -math.inf
         self._lease_lock: asyncio.Lock | None = None
+        self._read_seconds = 0.0  # a book read's round trip (moving average)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -297,8 +298,13 @@ class SharedGraphBudget:
 
     async def _lease_from_book(self, wanted: dict[str, int]) -> LeasePlan | None:
         for attempt in range(_CONFLICT_RETRIES):
+            began = self._clock()
             book, etag = await self._store.read()
-            now = self._clock()
+            # Blocks start after the write has come back (the time of the read, as an estimate):
+            # a slot's use time is not spent on the round trip.
+            read_time = self._clock()
+            self._read_seconds = 0.8 * self._read_seconds + 0.2 * max(0.0, read_time - began)
+            now = read_time + min(self._read_seconds, self.rules[ACTIONS].use_within / 2)
             horizons = {ACTIONS: now + self.max_hold, READS: now + self.max_wait}
             plan = plan_lease(book or BudgetBook(), self.rules, now, wanted, horizons)
             if not plan.grants:
@@ -310,6 +316,8 @@ class SharedGraphBudget:
                 await self._sleep(random.uniform(0.0, 0.01 * (attempt + 1)))
                 continue
             self.stats.leases += 1
+            if self.stats.leases % 500 == 0:
+                log.info("Graph budget leases", extra={"budgetStats": repr(self.stats)})
             return plan
         return None  # lost every race: the callers try again
 

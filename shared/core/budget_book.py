@@ -35,7 +35,8 @@ from dataclasses import dataclass, field, replace
 __all__ = ["Block", "BudgetBook", "Grant", "Lane", "LaneRule", "LeasePlan", "plan_lease"]
 
 WINDOW_MARGIN_SHARE = 0.025  # the margin: 2.5 % of the window (decision 0007), at least:
-MIN_WINDOW_MARGIN_SECONDS = 0.5  # half to spend a block's slots, half for slot-to-Intune time
+MIN_WINDOW_MARGIN_SECONDS = 0.5
+USE_SHARE = 0.7  # of the margin: to spend a block's slots; the rest covers the slot-to-Intune time
 BURST_SHARE = 0.05
 _EPSILON = 1e-6  # keeps float rounding on the safe side of a window's edge
 
@@ -58,7 +59,7 @@ class LaneRule:
     @property
     def use_within(self) -> float:
         """How long after its start a block's slots may be spent."""
-        return self.margin / 2
+        return self.margin * USE_SHARE
 
     @property
     def span(self) -> float:
