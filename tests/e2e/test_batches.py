@@ -226,3 +226,38 @@ async def test_the_batch_queue_takes_batches_from_upstream_and_rejects_invalid_o
             if e["type"].startswith("intune.passcode-reset.") and e["data"].get("batchId") == "Q-2"
         ]
         assert not items_of_q2
+
+
+async def test_a_host_killed_while_releasing_neither_loses_nor_duplicates_an_item(
+    product_stack: ProductFactory, start_host: Any
+) -> None:
+    from azure.storage.blob.aio import ContainerClient
+
+    from shared.adapters.batch_store import BATCH_CONTAINER, BlobBatchStore
+
+    items = 150
+    fast = {"GRAPH_POST_BUDGET": "1000", "GRAPH_REQUEST_BUDGET": "10000"}  # released at 50 items/s
+    async with api(product_stack, **fast) as client:
+        stack = client.stack
+        devices = [{"serialNumber": f"GONE-{n:04d}"} for n in range(items)]  # each ends device_not_found
+        body = {"batchId": "CRASH-1", "requestedBy": "ops", "dryRun": True, "devices": devices}
+        assert (await client.call("POST", "/api/batches", body=body)).status == 202
+        conn = stack.settings["AzureWebJobsStorage"]
+        async with ContainerClient.from_connection_string(conn, BATCH_CONTAINER) as container:
+            store = BlobBatchStore(container)
+            for _ in range(200):
+                record = await store.get("CRASH-1")
+                if record is not None and record.cursor > 0:
+                    break
+                await asyncio.sleep(0.05)
+            await stack.host.stop(timeout=0)  # in-flight invocations are cut off
+            at_crash = await store.get("CRASH-1")
+            assert at_crash is not None and 0 < at_crash.cursor < items, at_crash
+            async with start_host("function_app:app", stack.settings) as second:
+                client.url = second.url
+                state = await wait_done(client, "CRASH-1", timeout=90)
+        assert state["counts"] == {"rejected": items} and state["final"] == items
+        await wait_batch_event(stack, "CRASH-1")
+        finals = item_finals(stack, "CRASH-1")  # one final event id per item
+        assert sorted(finals) == sorted(f"CRASH-1.{n}" for n in range(1, items + 1))
+        assert len({e["id"] for e in stack.events if e["type"] == BATCH_DONE}) == 1
