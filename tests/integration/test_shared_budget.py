@@ -86,5 +86,4 @@ async def test_two_hosts_share_intunes_budget_without_a_window_over_it(tmp_path:
     assert result["requests_not_one_action"] == 0, summary
     assert result["failed"] == 0 and result["no_outcome"] == 0, summary
     assert result["throttled_429"] == 0, summary
-    assert result["budget_utilisation"] >= 0.9, summary  # 150 requests: the start weighs more than at 1,000
     assert result["budget_storage_ops_per_request"] < 2, summary
