@@ -387,7 +387,11 @@ def group_items(members: Sequence[GroupMember], user_devices: Mapping[str, Seque
     seen_aad: set[str] = set()
     seen_intune: set[str] = set()
     for member in members:
-        if member.odata_type.lower().endswith(".device") and member.device_id:
+        if (
+            member.odata_type.lower().endswith(".device")
+            and member.device_id
+            and re.fullmatch(GUID_PATTERN, member.device_id)
+        ):
             key = member.device_id.lower()
             if key not in seen_aad:
                 seen_aad.add(key)
@@ -397,7 +401,11 @@ def group_items(members: Sequence[GroupMember], user_devices: Mapping[str, Seque
             continue
         for device in user_devices.get(member.id, ()):
             aad = (device.azure_ad_device_id or "").lower()
-            if device.id.lower() in seen_intune or (aad and aad in seen_aad):
+            if (
+                device.id.lower() in seen_intune
+                or (aad and aad in seen_aad)
+                or not re.fullmatch(GUID_PATTERN, device.id)
+            ):
                 continue
             seen_intune.add(device.id.lower())
             refs.append(DeviceRef(intuneDeviceId=device.id))
