@@ -347,3 +347,18 @@ async def test_a_throttled_action_call_is_not_counted() -> None:
     await deliver_requeued(h)
     assert last(h, "R-1")["status"] == "submitted"
     assert rolling_count(guardrails.buckets, h.clock()) == 1
+
+
+def test_a_bad_rule_or_allow_list_entry_stops_the_app_naming_the_setting_and_the_entry() -> None:
+    from shared.settings import SettingsError, load_settings
+
+    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**env, "APPROVAL_REQUIRED": "macos,wipe", "ALLOWED_REQUESTERS": "help desk@contoso.com"})
+    assert "APPROVAL_REQUIRED: 'wipe' is not a rule" in str(raised.value)
+    assert "ALLOWED_REQUESTERS: 'help desk@contoso.com'" in str(raised.value)
+    with pytest.raises(SettingsError, match="GUARDRAIL_MAX_ACTIONS_PER_HOUR"):
+        load_settings({**env, "GUARDRAIL_MAX_ACTIONS_PER_HOUR": "-1"})
+    settings = load_settings({**env, "APPROVAL_REQUIRED": "MACOS, batch", "GUARDRAIL_MAX_PER_REQUESTER_PER_HOUR": "5"})
+    assert (settings.approval_rules, settings.guardrail_max_actions_per_hour) == (frozenset({"macos", "batch"}), 100)
+    assert settings.guardrail_max_per_requester_per_hour == 5 and settings.allowed_requesters == ()
