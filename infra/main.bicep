@@ -117,10 +117,9 @@ param requestDeadlineSeconds int = 3600
 @description('ALLOW_PASSCODE_REVEAL: enables GET /api/resets/{id}/passcode.')
 param allowPasscodeReveal bool = false
 
-// Intune's Graph budget per app and tenant (docs/contract.md#graph-traffic-and-permissions). The app keeps it itself: today every
-// instance takes 1/GRAPH_BUDGET_INSTANCES of it (docs/decisions/0007-graph-budget.md), set by
-// graphBudgetInstances, on purpose not by maximumInstanceCount: at Flex's minimum of 40 each
-// instance would get 1/40 of the budget. Lower the budgets when other apps of the tenant also call
+// Intune's Graph budget per app and tenant (docs/contract.md#graph-traffic-and-permissions). The app keeps it itself, one
+// budget for all instances together, leased in blocks from an entity of the ledger table
+// (docs/decisions/0013-shared-graph-budget.md); not derived from maximumInstanceCount. Lower the budgets when other apps of the tenant also call
 // Intune: the tenant-wide limit is 400 POST / 4,000 requests per 20 s.
 @minValue(1)
 @description('GRAPH_POST_BUDGET: Graph POST (action) calls allowed per window, for all instances together.')
@@ -135,12 +134,11 @@ param graphRequestBudget int = 2000
 @description('GRAPH_BUDGET_WINDOW_SECONDS: the window of both Graph budgets.')
 param graphBudgetWindowSeconds int = 20
 
-// Until the budget is shared through storage (issue 13), each instance keeps 1/N of it: 4 keeps a
-// single busy instance at 2.5 actions/s and up to 4 instances calling Graph at once inside the
-// budget; beyond that, Graph's 429s (honoured by every instance) and the throttling alert say so.
+// Only the fallback share: an instance that cannot reach the shared budget in storage keeps 1/N of
+// it meanwhile (never the whole budget); Graph's 429s, honoured by every instance, are the backstop.
 @minValue(1)
 @maxValue(200)
-@description('GRAPH_BUDGET_INSTANCES: instances expected to call Graph at once; each keeps 1/N of both Graph budgets. Independent of maximumInstanceCount.')
+@description('GRAPH_BUDGET_INSTANCES: fallback share; an instance that cannot reach the shared Graph budget in storage keeps 1/N of both budgets meanwhile. Independent of maximumInstanceCount.')
 param graphBudgetInstances int = 4
 
 // ---------------------------------------------------------------------------------------------

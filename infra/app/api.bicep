@@ -43,7 +43,7 @@ param graphBudgetWindowSeconds int
 
 @minValue(1)
 @maxValue(200)
-@description('GRAPH_BUDGET_INSTANCES: each instance keeps 1/N of the Graph budgets (not maximumInstanceCount).')
+@description('GRAPH_BUDGET_INSTANCES: fallback share, 1/N of the Graph budgets while the shared budget cannot be reached (not maximumInstanceCount).')
 param graphBudgetInstances int
 
 @description('EVENTGRID_TOPIC_ENDPOINT: the Event Grid topic of main.bicep (eventGridEnabled); empty: off.')
@@ -151,8 +151,9 @@ var appSettings = [
     name: 'ALLOW_PASSCODE_REVEAL'
     value: allowPasscodeReveal ? 'true' : 'false'
   }
-  // Intune's Graph budget, split evenly over graphBudgetInstances (every instance keeps its share
-  // itself; docs/decisions/0007-graph-budget.md). Deliberately not maximumInstanceCount.
+  // Intune's Graph budget for all instances together, shared through the ledger table; each
+  // instance keeps 1/graphBudgetInstances only while it cannot reach it
+  // (docs/decisions/0013-shared-graph-budget.md). Deliberately not maximumInstanceCount.
   {
     name: 'GRAPH_POST_BUDGET'
     value: string(graphPostBudget)

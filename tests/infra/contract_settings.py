@@ -36,8 +36,9 @@ CODE_ONLY_SETTINGS: dict[str, str | None] = {
     "GRAPH_POST_BUDGET": "200",
     "GRAPH_REQUEST_BUDGET": "2000",
     "GRAPH_BUDGET_WINDOW_SECONDS": "20",
-    # The code's default is 1 (one local process); the template sets its own parameter
-    # graphBudgetInstances (4), deliberately not maximumInstanceCount (test_resource_graph.py).
+    # The fallback share of the shared budget (docs/decisions/0013-shared-graph-budget.md): the template
+    # sets its own parameter graphBudgetInstances (4), deliberately not maximumInstanceCount
+    # (test_resource_graph.py).
     "GRAPH_BUDGET_INSTANCES": None,
 }
 
