@@ -246,3 +246,14 @@ async def test_an_action_the_book_cannot_serve_within_the_hold_is_deferred_befor
     assert refused.value.retry_after and refused.value.retry_after > 3.0
     with pytest.raises(GraphBudgetExhausted):
         budget.check_action_room()  # the next lookup is deferred too, without a storage call
+
+
+def test_the_simulator_reports_the_most_calls_that_arrived_in_any_window_refused_ones_too() -> None:
+    from devstack.simulator.state import Throttle, ThrottleConfig
+
+    throttle = Throttle(ThrottleConfig(post_limit=3, any_limit=10, window_seconds=1.0))
+    for at in (0.0, 0.5, 0.9, 0.95, 3.0):
+        throttle.admit("POST", now=at)  # the fourth is refused with a 429, and still counted here
+    throttle.admit("GET", now=3.1)
+    assert (throttle.peak_writes, throttle.peak_any) == (4, 4)
+    assert throttle.usage()["exceeded"] is True
