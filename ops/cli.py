@@ -27,7 +27,7 @@ from azure.core.exceptions import (
 )
 
 from devstack.settings import SettingsError as SettingsFileError
-from ops import approvals
+from ops import approvals, batch
 from ops.replay import (
     REPLAYABLE_STATUSES,
     ReplayItem,
@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     audit.set_defaults(prepare=_prepare_audit)
     approvals.add_commands(commands, common, _check_request_id)
+    batch.add_commands(commands, common)
     return parser
 
 

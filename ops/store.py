@@ -51,6 +51,9 @@ class OpsStore:
     def queue(self, name: str) -> Any:
         return self._clients.queue(name)
 
+    def container(self, name: str) -> Any:
+        return self._clients.container(name)
+
     @property
     def poison_routes(self) -> list[tuple[str, str]]:
         """(poison queue, the queue its messages came from)."""
