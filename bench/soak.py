@@ -439,7 +439,8 @@ class Soak:
         """Consume the results queue like an upstream subscriber: receive, record, delete."""
         while True:
             try:
-                pages = queue.receive_messages(messages_per_page=32, visibility_timeout=120).by_page()
+                # Short: a receive whose answer was lost (storage faults) hides its events this long.
+                pages = queue.receive_messages(messages_per_page=32, visibility_timeout=15).by_page()
                 page = await pages.__anext__()
                 batch = [message async for message in page]
             except StopAsyncIteration:
