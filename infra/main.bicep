@@ -87,6 +87,11 @@ param resetResultsQueueName string = 'passcode-reset-results'
 param resetFollowupsQueueName string = 'passcode-reset-followups'
 
 @minLength(3)
+@maxLength(56)
+@description('RESET_BATCHES_QUEUE: batch intake and the steps of every batch; its poison queue is <name>-poison.')
+param resetBatchesQueueName string = 'passcode-reset-batches'
+
+@minLength(3)
 @maxLength(63)
 @description('RESET_LEDGER_TABLE: request ledger (idempotency, status).')
 param resetLedgerTableName string = 'PasscodeResets'
@@ -251,6 +256,7 @@ module storage 'app/storage.bicep' = {
     requestsQueueName: resetRequestsQueueName
     resultsQueueName: resetResultsQueueName
     followupsQueueName: resetFollowupsQueueName
+    batchesQueueName: resetBatchesQueueName
     ledgerTableName: resetLedgerTableName
   }
 }
@@ -325,6 +331,7 @@ module api 'app/api.bicep' = {
     resetRequestsQueueName: resetRequestsQueueName
     resetResultsQueueName: resetResultsQueueName
     resetFollowupsQueueName: resetFollowupsQueueName
+    resetBatchesQueueName: resetBatchesQueueName
     resetLedgerTableName: resetLedgerTableName
     graphBaseUrl: graphBaseUrl
     confirmFirstCheckSeconds: confirmFirstCheckSeconds

@@ -30,6 +30,7 @@ param instanceMemoryMB int
 param resetRequestsQueueName string
 param resetResultsQueueName string
 param resetFollowupsQueueName string
+param resetBatchesQueueName string
 param resetLedgerTableName string
 param graphBaseUrl string
 param confirmFirstCheckSeconds int
@@ -117,6 +118,10 @@ var appSettings = [
   {
     name: 'RESET_FOLLOWUPS_QUEUE'
     value: resetFollowupsQueueName
+  }
+  {
+    name: 'RESET_BATCHES_QUEUE'
+    value: resetBatchesQueueName
   }
   {
     name: 'RESET_LEDGER_TABLE'

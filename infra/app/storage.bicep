@@ -9,6 +9,7 @@ param deploymentContainerName string
 param requestsQueueName string
 param resultsQueueName string
 param followupsQueueName string
+param batchesQueueName string
 param ledgerTableName string
 
 // The host moves a message to `<queue>-poison` after maxDequeueCount (host.json) failures.
@@ -23,7 +24,13 @@ var queueNames = [
   '${resultsQueueName}-eventgrid-poison'
   followupsQueueName
   '${followupsQueueName}-poison'
+  // Batches (docs/contract.md#batches): upstream batches and each batch's steps.
+  batchesQueueName
+  '${batchesQueueName}-poison'
 ]
+
+// Batch records and item lists (shared/adapters/batch_store.py); the name is fixed in the app.
+var batchContainerName = 'passcode-reset-batches'
 
 // Public endpoint with identity-only access: Flex Consumption without VNet integration reaches
 // storage over its public endpoint; a private-network variant is out of scope (docs/deploy.md).
@@ -91,6 +98,14 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource batchContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: batchContainerName
   properties: {
     publicAccess: 'None'
   }

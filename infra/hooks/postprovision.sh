@@ -1,7 +1,7 @@
 #!/bin/sh
 # azd postprovision hook (azure.yaml): the Microsoft Graph application permissions of the app's
 # user-assigned managed identity (docs/contract.md#graph-traffic-and-permissions), DeviceManagementManagedDevices.Read.All and
-# DeviceManagementManagedDevices.PrivilegedOperations.All.
+# DeviceManagementManagedDevices.PrivilegedOperations.All, GroupMember.Read.All and Device.Read.All.
 #
 # - GRANT_GRAPH_PERMISSIONS=true: grants the missing ones with Azure CLI (`az login` as a Privileged
 #   Role Administrator or Global Administrator). A new identity can be unknown to Graph for a while
@@ -16,7 +16,9 @@ set -u
 
 GRAPH_APP_ID=00000003-0000-0000-c000-000000000000
 GRAPH_URL=https://graph.microsoft.com/v1.0
-PERMISSIONS="DeviceManagementManagedDevices.Read.All DeviceManagementManagedDevices.PrivilegedOperations.All"
+# GroupMember.Read.All and Device.Read.All: group batches read transitive members and device members'
+# deviceId (docs/decisions/0019-group-batches-and-permissions.md).
+PERMISSIONS="DeviceManagementManagedDevices.Read.All DeviceManagementManagedDevices.PrivilegedOperations.All GroupMember.Read.All Device.Read.All"
 MI=${AZURE_MANAGED_IDENTITY_PRINCIPAL_ID:-}
 GRANT=$(printf '%s' "${GRANT_GRAPH_PERMISSIONS:-false}" | tr '[:upper:]' '[:lower:]')
 WAIT_SECONDS=${GRAPH_GRANT_WAIT_SECONDS:-600}

@@ -49,6 +49,11 @@ CONTRACT_EVENTGRID_SETTINGS: dict[str, str | None] = {
     "EVENTGRID_RETRY_SECONDS": "300",
 }
 
+# docs/contract.md#batches: the batch queue (its binding uses %RESET_BATCHES_QUEUE%, so it must be set).
+CONTRACT_BATCH_SETTINGS: dict[str, str | None] = {
+    "RESET_BATCHES_QUEUE": "passcode-reset-batches",
+}
+
 # Local simulator only: the app refuses it unless GRAPH_BASE_URL is a loopback http URL.
 NEVER_IN_AZURE = frozenset({"GRAPH_TOKEN", "EVENTGRID_TOPIC_KEY"})
 
@@ -78,5 +83,5 @@ CONTRACT_APPROVAL_SETTINGS: dict[str, str | None] = {
 
 ALL_APP_SETTINGS: dict[str, str | None] = {
     **CONTRACT_SETTINGS, **CONTRACT_AUTH_SETTINGS, **CODE_ONLY_SETTINGS, **CONTRACT_EVENTGRID_SETTINGS,
-    **CONTRACT_APPROVAL_SETTINGS,
+    **CONTRACT_APPROVAL_SETTINGS, **CONTRACT_BATCH_SETTINGS,
 }

@@ -24,6 +24,8 @@ GRAPH_SP = "9a9a9a9a-0000-4000-8000-000000000001"
 ROLES = {
     "DeviceManagementManagedDevices.Read.All": "2f51be20-0bb4-4fed-bf7b-db946066c75e",
     "DeviceManagementManagedDevices.PrivilegedOperations.All": "5b07b0dd-2377-4e44-a38d-703f09a0dc3c",
+    "GroupMember.Read.All": "98830695-27a2-44f7-8c18-0c3ebc9698f6",
+    "Device.Read.All": "7438b122-aefc-4978-80ed-43db9fcc7715",
     "User.Read.All": "df021288-bdef-4463-88db-98f22de89214",
 }
 
@@ -102,6 +104,8 @@ def posts(state: dict[str, Any]) -> list[list[str]]:
 NEEDED = [
     ROLES["DeviceManagementManagedDevices.Read.All"],
     ROLES["DeviceManagementManagedDevices.PrivilegedOperations.All"],
+    ROLES["GroupMember.Read.All"],  # group batches (docs/decisions/0019-group-batches-and-permissions.md)
+    ROLES["Device.Read.All"],
 ]
 
 
@@ -116,7 +120,10 @@ def test_by_default_nothing_is_granted_and_the_admin_command_is_printed(tmp_path
     assert (
         'az rest --method POST --uri "https://graph.microsoft.com/v1.0/servicePrincipals/$MI/appRoleAssignments"' in out
     )
-    assert "DeviceManagementManagedDevices.Read.All DeviceManagementManagedDevices.PrivilegedOperations.All" in out
+    assert (
+        "DeviceManagementManagedDevices.Read.All DeviceManagementManagedDevices.PrivilegedOperations.All "
+        "GroupMember.Read.All Device.Read.All"
+    ) in out
 
 
 def test_the_printed_command_grants_both_permissions_when_an_admin_runs_it(tmp_path: Path) -> None:
@@ -136,7 +143,7 @@ def test_grant_on_assigns_both_permissions_retrying_while_graph_does_not_know_th
     completed, state = run_hook(tmp_path, grant="true", assigned=[], unknown_for=2)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert sorted(state["assigned"]) == sorted(NEEDED)
-    assert len(posts(state)) == 4  # two refused while replicating, then one per permission
+    assert len(posts(state)) == 6  # two refused while replicating, then one per permission
     assert "replication" in completed.stdout
     assert "ACTION NEEDED" not in completed.stdout
 
@@ -147,6 +154,8 @@ def test_grant_on_adds_only_what_is_missing(tmp_path: Path) -> None:
     assert completed.returncode == 0
     assert [json.loads(call[call.index("--body") + 1])["appRoleId"] for call in posts(state)] == [
         ROLES["DeviceManagementManagedDevices.PrivilegedOperations.All"],
+        ROLES["GroupMember.Read.All"],
+        ROLES["Device.Read.All"],
     ]
 
 
@@ -155,7 +164,7 @@ def test_nothing_is_posted_or_printed_for_an_admin_when_both_are_granted(tmp_pat
     assert completed.returncode == 0
     assert posts(state) == []
     assert "ACTION NEEDED" not in completed.stdout
-    assert completed.stdout.count("is granted.") == 2
+    assert completed.stdout.count("is granted.") == 4
 
 
 def test_grant_on_fails_azd_when_graph_never_knows_the_identity(tmp_path: Path) -> None:

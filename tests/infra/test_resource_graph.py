@@ -32,6 +32,8 @@ EXPECTED_QUEUES = {
     "passcode-reset-results-eventgrid-poison",
     "passcode-reset-followups",
     "passcode-reset-followups-poison",
+    "passcode-reset-batches",  # docs/contract.md#batches
+    "passcode-reset-batches-poison",
 }
 
 
