@@ -25,6 +25,7 @@ from shared.api.approvals import ApprovalDecision
 from shared.api.http import PROBLEM_JSON, PROBLEM_TYPE_PREFIX, HttpAnswer, HttpCall, base_path, json_answer
 from shared.api.models import HealthReport, PasscodeReveal, Problem, ResetAccepted
 from shared.api.resets import IN_PROGRESS_RETRY_AFTER
+from shared.core.batches import BATCH_ID_PATTERN, MAX_BODY_BYTES, MAX_ITEMS, BatchSubmission
 from shared.core.contract import IDENTIFIER_KINDS, MAX_MESSAGE_BYTES, REQUEST_ID_PATTERN, OutcomeData, ResetRequest
 
 PLACEHOLDER_HOST = "your-function-app.azurewebsites.net"
@@ -78,6 +79,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (PasscodeReveal, "serialization"),
     (HealthReport, "serialization"),
     (ApprovalDecision, "validation"),
+    (BatchSubmission, "validation"),
 ]
 # JSON Schema keywords that Swagger 2.0's Schema Object does not have.
 _UNSUPPORTED = {"anyOf", "oneOf", "not", "const", "$defs", "prefixItems", "if", "then", "else", "examples"}
@@ -370,6 +372,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_batch_paths(produces),
         "/openapi.json": {
             "get": {
                 "operationId": "GetOpenApiDocument",
@@ -392,6 +395,176 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Every dependency answers", "schema": _ref("HealthReport")},
                     "503": {"description": "A dependency does not answer", "schema": _ref("HealthReport")},
+                },
+            }
+        },
+    }
+
+
+_BATCH_ID_PARAMETER = {
+    "name": "batchId",
+    "in": "path",
+    "required": True,
+    "type": "string",
+    "pattern": BATCH_ID_PATTERN,
+    "description": "The batch's idempotency key, as given or generated at submission",
+    "x-ms-summary": "Batch ID",
+    "x-ms-url-encoding": "single",
+}
+_BATCH_STATE = {
+    "type": "object",
+    "properties": {
+        "batchId": {"type": "string"},
+        "state": {"type": "string", "enum": ["expanding", "awaiting_approval", "running", "done"]},
+        "items": {"type": "integer", "description": "Items of the batch (null while a group is expanded)"},
+        "counts": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "Items by status of their latest event; pending: no event yet",
+        },
+        "final": {"type": "integer", "description": "Items with a final status"},
+    },
+}
+_BATCH_ITEM_KEYS = (
+    "n",
+    "identifierKind",
+    "identifierValue",
+    "requestId",
+    "status",
+    "reasonCode",
+    "deviceId",
+    "platform",
+    "action",
+)
+
+
+def _batch_paths(produces: list[str]) -> dict[str, Any]:
+    """docs/contract.md#batches."""
+    row_errors = _problem(
+        "The batch is invalid: errors lists each problem as {row, field, detail} (row: the 1-based item "
+        "number, null for the batch's own fields); nothing was accepted. An unknown group names entraGroupId"
+    )
+    return {
+        "/batches": {
+            "post": {
+                "operationId": "SubmitPasscodeResetBatch",
+                "summary": "Reset the passcodes of many devices",
+                "description": (
+                    f"A list of 1 to {MAX_ITEMS} devices (JSON, or text/csv with a header row of identifier "
+                    "columns and the batch's fields as query parameters) or an Entra group. Item n becomes the "
+                    "request <batchId>.<n>. Answers 202 with Location and Retry-After; poll Location with "
+                    "until=done. Idempotent per batchId: the same payload again gets the same answer; another "
+                    "payload is 409."
+                ),
+                "x-ms-visibility": "important",
+                "consumes": ["application/json", "text/csv"],
+                "produces": produces,
+                "parameters": [
+                    {
+                        "name": "body",
+                        "in": "body",
+                        "required": True,
+                        "description": "The batch (JSON); or a CSV text with the fields as query parameters",
+                        "schema": _ref("PasscodeResetBatch"),
+                    },
+                ],
+                "responses": {
+                    "202": {
+                        "description": "Accepted; poll Location",
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "batchId": {"type": "string"},
+                                "status": {"type": "string", "enum": ["accepted"]},
+                                "statusUrl": {"type": "string"},
+                                "items": {"type": "integer", "description": "null for a group until expanded"},
+                            },
+                        },
+                        "headers": _POLLING_HEADERS,
+                    },
+                    "400": row_errors,
+                    "401": _UNAUTHORIZED,
+                    "403": _FORBIDDEN,
+                    "409": _problem("This batchId was already used for a different batch"),
+                    "413": _problem(f"More than {MAX_ITEMS} devices, or a body larger than {MAX_BODY_BYTES} bytes"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/batches/{batchId}": {
+            "get": {
+                "operationId": "GetPasscodeResetBatch",
+                "summary": "Get a batch's state and counts",
+                "description": "200: the state and counts; with until=done, 202 + Location + Retry-After until done",
+                "x-ms-visibility": "important",
+                "produces": produces,
+                "parameters": [
+                    _BATCH_ID_PARAMETER,
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "required": False,
+                        "type": "string",
+                        "enum": ["done"],
+                        "description": "done: answer 202 until every item is final",
+                        "x-ms-summary": "Wait until",
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The batch", "schema": _BATCH_STATE},
+                    "202": {
+                        "description": "Not done yet; poll Location",
+                        "schema": _BATCH_STATE,
+                        "headers": _POLLING_HEADERS,
+                    },
+                    "400": _problem("The batchId or until parameter is not valid"),
+                    "401": _UNAUTHORIZED,
+                    "403": _FORBIDDEN,
+                    "404": _problem("No batch has this batchId"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/batches/{batchId}/items": {
+            "get": {
+                "operationId": "GetPasscodeResetBatchItems",
+                "summary": "Get a batch's items and their outcomes",
+                "description": "One row per item: " + ", ".join(_BATCH_ITEM_KEYS) + " (CSV with format=csv).",
+                "x-ms-visibility": "advanced",
+                "produces": ["application/json", "text/csv", PROBLEM_JSON],
+                "parameters": [
+                    _BATCH_ID_PARAMETER,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "type": "string",
+                        "enum": ["json", "csv"],
+                        "x-ms-summary": "Format",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The items",
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "batchId": {"type": "string"},
+                                "items": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {k: {"type": "string"} for k in _BATCH_ITEM_KEYS},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    "400": _problem("The batchId or format parameter is not valid"),
+                    "401": _UNAUTHORIZED,
+                    "403": _FORBIDDEN,
+                    "404": _problem("No batch has this batchId"),
+                    "503": _UNAVAILABLE,
                 },
             }
         },

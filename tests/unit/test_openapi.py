@@ -20,6 +20,9 @@ OPERATIONS = {
     "GetPasscodeReset",
     "RevealPasscode",
     "DecidePasscodeResetApproval",
+    "SubmitPasscodeResetBatch",
+    "GetPasscodeResetBatch",
+    "GetPasscodeResetBatchItems",
     "GetOpenApiDocument",
     "GetHealth",
 }
