@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -269,12 +270,12 @@ def figures(
         "storage_ops_by_kind": dict(storage.most_common(12)),
         "latency_ms_per_graph_call": args.latency_ms,
     }
-    chart(run, item_ids, single_latency)
+    chart(run, item_ids, single_latency, args.chart)
     (OUT / "batch.json").write_text(json.dumps({"result": result, "polls": run.polls}, indent=2))
     return result
 
 
-def chart(run: Run, item_ids: list[str], single_latency: list[float]) -> None:
+def chart(run: Run, item_ids: list[str], single_latency: list[float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,8 +303,8 @@ def chart(run: Run, item_ids: list[str], single_latency: list[float]) -> None:
     bottom.set_xlabel("seconds since the batch was posted")
     bottom.legend(loc="upper left")
     figure.tight_layout()
-    CHART.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(CHART, dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=2400.0, help="give up waiting for outcomes after (s)")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--chart", type=Path, default=CHART, help=f"where to write the chart (default {CHART})")
     args = parser.parse_args(argv)
     if not 1 <= args.items <= 10_000:
         parser.error("--items must be 1 to 10000")

@@ -152,8 +152,21 @@ def parse_event(content: str) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             continue
         if isinstance(event, dict) and isinstance(event.get("data"), dict):
+            if str(event.get("type", "")).startswith("intune.passcode-reset-batch."):
+                return _batch_row(event)
             return event["data"]
     return None
+
+
+def _batch_row(event: dict[str, Any]) -> dict[str, Any]:
+    """A batch event as a table row: `batch <id>`, `done`, its counts where the reason goes."""
+    data = event["data"]
+    counts = " ".join(f"{status}={n}" for status, n in (data.get("counts") or {}).items())
+    return {
+        "requestId": f"batch {data.get('batchId')}",
+        "status": str(event["type"]).rsplit(".", 1)[-1],
+        "reason": {"code": counts or "errors"},
+    }
 
 
 def _b64_text(content: str) -> str | None:
@@ -438,6 +451,28 @@ async def watch(
     return 0
 
 
+# A small batch (docs/contract.md#batches) next to the samples: its items show up in the live table as
+# `<batchId>.<n>`. A dry run, so it meets no cooldown of the samples' devices.
+DEMO_BATCH: dict[str, Any] = {
+    "batchId": "demo-batch",
+    "requestedBy": "devstack@contoso.com",
+    "reason": "make run: a small batch",
+    "dryRun": True,
+    "devices": [
+        {"serialNumber": "G6TZK2XQ0D"},
+        {"intuneDeviceId": "5c1f9a3e-0d7b-4a63-9d2e-8f1e7b6c4a21"},
+        {"intuneDeviceId": "62a9255c-bdb8-47c5-a8af-e9d1387777ee"},
+    ],
+}
+
+
+async def submit_batch(connection: str, queue: str) -> None:
+    async with QueueClient.from_connection_string(connection, queue) as client:
+        with contextlib.suppress(ResourceExistsError):
+            await client.create_queue()
+        await client.send_message(json.dumps(DEMO_BATCH))
+
+
 async def run_stack(args: argparse.Namespace) -> int:
     samples = load_samples(Path(args.samples))
     if not samples:
@@ -455,11 +490,18 @@ async def run_stack(args: argparse.Namespace) -> int:
         host_url = await stack.start_host(config)
         print(f"azurite {azurite.ports}, simulator {graph_url}, host {host_url}", flush=True)
         await submit(azurite.connection_string, config.requests_queue, samples)
-        print(f"submitted {len(samples)} samples to {config.requests_queue!r}\n", flush=True)
+        batches_queue = load_settings(args.settings).get("RESET_BATCHES_QUEUE", SETTING_DEFAULTS["RESET_BATCHES_QUEUE"])
+        await submit_batch(azurite.connection_string, batches_queue)
+        print(
+            f"submitted {len(samples)} samples to {config.requests_queue!r} and a {len(DEMO_BATCH['devices'])}-device "
+            f"batch ({DEMO_BATCH['batchId']}) to {batches_queue!r}\n",
+            flush=True,
+        )
         if not args.once:
             print_hint(config, host_url, azurite.connection_string, samples[0].path)
+        batch_items = [f"{DEMO_BATCH['batchId']}.{n}" for n in range(1, len(DEMO_BATCH["devices"]) + 1)]
         outcomes = Outcomes(
-            [s.request_id for s in samples if s.request_id], sum(1 for s in samples if not s.request_id)
+            [s.request_id for s in samples if s.request_id] + batch_items, sum(1 for s in samples if not s.request_id)
         )
         return await watch(stack, config, azurite.connection_string, outcomes, args.once, deadline)
     except (StackError, AzuriteError, SettingsError, AzureError) as exc:
