@@ -1,5 +1,6 @@
-"""The fault soak (bench/soak.py) in small: a few hundred requests, every simulator fault, and one
-SIGKILL of the host with a restart, on Azurite with on-disk persistence. Nothing may be lost, no
+"""The fault soak (bench/soak.py) in small: a few hundred requests, every simulator fault (500 and
+502 after an applied action included), and one SIGKILL of the host with a restart, on Azurite with
+on-disk persistence. Nothing may be lost, no
 request may get two final event ids or two actions, and no secret may show up in any log line or
 event of the run (the passcodes revealed through the API included)."""
 
@@ -17,7 +18,8 @@ async def test_short_soak_with_a_host_kill_loses_nothing_and_acts_once() -> None
         action_lease_seconds=10,  # the workflow's wait before acting again on an unconfirmed call
         drop_reads=False,  # dropped reads only add 5-30 s waits; dropped action calls are what matters here
         reveals=10,
-        timeout=80.0,
+        after_apply_5xx=0.04,  # a 500 or 502 after the action was applied: a few of each in 200 requests
+        timeout=110.0,  # a bound, not the duration: a 5xx on an unapplied POST now waits out the action lease
         quiet=True,
     )
     report = await run_soak(config)
@@ -26,6 +28,8 @@ async def test_short_soak_with_a_host_kill_loses_nothing_and_acts_once() -> None
     assert report.lost == 0, summary
     assert report.duplicate_finals == 0, summary
     assert report.duplicate_actions == 0, summary
+    fired = report.details["faults_fired"]
+    assert fired["500_after_apply"] > 0 and fired["502_after_apply"] > 0, summary  # and still one action each
     assert report.unexpected_actions == 0, summary
     assert report.final_events == report.requests, summary
     assert report.messages_sent > report.requests, "duplicates were sent"
