@@ -39,6 +39,10 @@ AUDIT_FIELDS = (
     "reasonMessage",
     "attempts",
     "submittedAt",
+    "submittedBy",
+    "approvalDecision",
+    "approvedBy",
+    "approvedAt",
 )
 
 # Spreadsheet applications run a cell that starts with one of these as a formula (CSV injection).
@@ -112,6 +116,11 @@ class RequestView:
             "reasonMessage": self.reason.get("message"),
             "attempts": record.attempt,
             "submittedAt": iso(record.submitted_at) if record.submitted_at else None,
+            # Accountability (docs/contract.md#accountable-caller, #approval-api).
+            "submittedBy": record.submitted_by,
+            "approvalDecision": (record.approval or {}).get("decision"),
+            "approvedBy": (record.approval or {}).get("by"),
+            "approvedAt": (record.approval or {}).get("at"),
         }
 
     def detail(self, replay_of: str | None = None, replayed_as: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -234,3 +234,7 @@ async def test_ops_shows_the_full_guardrail_and_approves_from_the_command_line(p
         assert approved["approval"]["by"] == "oncall@contoso.com" and approved["approval"]["comment"] == "INC42"
         assert (await run_ops(stack, "deny", "O-2", "--approver", "oncall@contoso.com"))[0] == 3
         assert await posts(stack) == 2
+        code, out, _ = await run_ops(stack, "audit", "--since", "1h", "--format", "jsonl")
+        audit = {row["requestId"]: row for row in map(json.loads, out.splitlines())}
+        assert (audit["O-2"]["approvalDecision"], audit["O-2"]["approvedBy"]) == ("approve", "oncall@contoso.com")
+        assert audit["O-1"]["approvedBy"] is None and audit["O-1"]["submittedBy"] is None  # queue: no submitter
