@@ -366,7 +366,11 @@ class Soak:
         # The topic fails now and then while requests flow (not while the queues drain).
         topic_faults = asyncio.create_task(self.eventgrid.inject_faults()) if self.eventgrid else None
         storage_faults = (
-            asyncio.create_task(self.storage.disrupt(self._reached, self.disruption, host.ready, self.say))
+            asyncio.create_task(
+                self.storage.disrupt(
+                    self._reached, self.disruption, host.ready, self.say, lambda: len(self.first_final), len(self.plan)
+                )
+            )
             if self.storage
             else None
         )
@@ -679,7 +683,7 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
         seed=args.seed,
         keep=args.keep,
         eventgrid=args.eventgrid,
-        storage=StoragePlan() if args.storage_faults else None,
+        storage=StoragePlan(chart=PROJECT_ROOT / "docs" / "img" / "soak-storage.png") if args.storage_faults else None,
     )
     return config, args.details
 
