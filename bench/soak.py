@@ -40,6 +40,7 @@ import collections
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import sys
@@ -91,6 +92,7 @@ class SoakConfig:
     quiet: bool = False
     eventgrid: bool = False  # also deliver to a local Event Grid topic that fails at times (bench/soak_eventgrid.py)
     storage: StoragePlan | None = None  # --storage-faults: outages, an Azurite restart, 503s (bench/soak_storage.py)
+    hosts: int = 1  # --hosts N: N hosts share Intune's budget, which the simulator enforces and checks per window
 
 
 @dataclass
@@ -113,15 +115,23 @@ class SoakReport:
     storage_outages: int = 0  # with --storage-faults: bench/soak_storage.py
     storage_restarts: int = 0
     storage_faults: dict[str, Any] | None = None
+    hosts: int = 1
+    budget: dict[str, Any] | None = None  # with --hosts N > 1: the simulator's most calls per window
 
     @property
     def targets_met(self) -> bool:
         failures = (self.lost, self.duplicate_finals, self.duplicate_actions, self.unexpected_actions, self.leaks)
         eventgrid = self.eventgrid or {}
-        return not any(failures) and not eventgrid.get("final_missing") and not eventgrid.get("unknown")
+        over_budget = bool((self.budget or {}).get("exceeded"))
+        return (
+            not any(failures)
+            and not eventgrid.get("final_missing")
+            and not eventgrid.get("unknown")
+            and not over_budget
+        )
 
     def line(self) -> str:
-        optional = ("eventgrid", "storage_faults")
+        optional = ("eventgrid", "storage_faults", "budget")
         fields = {k: v for k, v in asdict(self).items() if k != "details" and not (k in optional and v is None)}
         fields["guardrails"] = "off"  # GUARDRAIL_MAX_ACTIONS_PER_HOUR=0 for this run (see _host_env)
         return json.dumps(fields, separators=(", ", ": "))
@@ -133,7 +143,10 @@ class SoakReport:
 class HostProcess:
     """The devstack host child; a new log file per start, so every generation's lines are kept."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, config: SoakConfig, host_json: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, config: SoakConfig, host_json: Path, name: str = "host"
+    ) -> None:
+        self.name = name
         self.env = env
         self.log_dir = log_dir
         self.config = config
@@ -149,7 +162,7 @@ class HostProcess:
         argv += ["--lease-seconds", str(self.config.lease_seconds)]
         if self.config.action_lease_seconds is not None:
             argv += ["--action-lease-seconds", str(self.config.action_lease_seconds)]
-        self.child = spawn(f"host-{self.generation}", argv, self.env, self.log_dir)
+        self.child = spawn(f"{self.name}-{self.generation}", argv, self.env, self.log_dir)
         line = await self.child.wait_for_line("host listening on ", timeout=90)
         self.url = line.split()[3]
         self.ready.set()
@@ -167,12 +180,14 @@ class HostProcess:
             await asyncio.to_thread(self.child.stop, 15.0)
 
     def log_paths(self) -> list[Path]:
-        return [self.log_dir / f"host-{n}.log" for n in range(1, self.generation + 1)]
+        return [self.log_dir / f"{self.name}-{n}.log" for n in range(1, self.generation + 1)]
 
 
 async def start_simulator(log_dir: Path, token: str, config: SoakConfig) -> tuple[Child, str]:
     argv = [sys.executable, "-m", "devstack", "simulator", "--port", "0", "--token", token]
-    argv += ["--complete-after", str(config.complete_after), "--no-throttle", "--seed", str(config.seed)]
+    argv += ["--complete-after", str(config.complete_after), "--seed", str(config.seed)]
+    if config.hosts == 1:  # several hosts: Intune's budget on, so that the run shows they share it
+        argv.append("--no-throttle")
     child = spawn("simulator", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir)
     line = await child.wait_for_line("simulator listening on ", timeout=30)
     return child, line.split()[3]
@@ -223,6 +238,9 @@ class Soak:
         self.messages_sent = 0
         self.in_flight = 0
         self.kills = 0
+        self.hosts: list[HostProcess] = []  # the first is the one the HTTP API is called on
+        self.budget: dict[str, Any] | None = None
+        self.kill_choice = random.Random(config.seed)
         self.window = asyncio.Semaphore(config.window)
         self.late: list[asyncio.Task[None]] = []
         self.background: list[asyncio.Task[None]] = []  # tasks that outlive _drive: the collector
@@ -267,7 +285,11 @@ class Soak:
                 if self.eventgrid is not None:
                     env.update(self.eventgrid.host_settings())
                 host = HostProcess(env, self.log_dir, self.config, host_json)
-                await host.start()
+                self.hosts = [host] + [
+                    HostProcess(env, self.log_dir, self.config, host_json, name=f"host{n}")
+                    for n in range(2, self.config.hosts + 1)
+                ]
+                await asyncio.gather(*(h.start() for h in self.hosts))
                 self.say(f"host {host.url}; {len(self.plan)} requests, {self.config.kills} kills planned")
                 if self.config.faults:
                     await control.add_faults(fault_rules(self.config))
@@ -286,20 +308,28 @@ class Soak:
                     fired[rule["fault"]] += int(rule.get("fired") or 0)
                 self.faults_fired = dict(sorted(fired.items()))
                 await control.clear_faults()
+                if self.config.hosts > 1:
+                    usage = await control.throttle_usage()
+                    self.budget = {
+                        "max_actions_per_window": usage.get("peakWrites"),
+                        "max_calls_per_window": usage.get("peakAny"),
+                        "exceeded": usage.get("exceeded"),
+                    }
                 reveals = await self._reveal_passcodes(session, host)
                 actions = await control.actions()
                 views = await control.devices()
                 calls = len(await control.calls())
-            await host.stop()
-            return self._report(started, actions, views, reveals, host.log_paths(), calls)
+            await asyncio.gather(*(h.stop() for h in self.hosts))
+            logs = [path for h in self.hosts for path in h.log_paths()]
+            return self._report(started, actions, views, reveals, logs, calls)
         finally:
             await self._cancel_background()
             if self.eventgrid is not None:
                 await asyncio.to_thread(self.eventgrid.stop)
             if self.storage is not None:
                 await self.storage.stop()
-            if host is not None:
-                await host.stop()
+            for started_host in self.hosts or ([host] if host is not None else []):
+                await started_host.stop()
             if simulator is not None:
                 await asyncio.to_thread(simulator.stop, 10.0)
             await asyncio.to_thread(azurite.stop)
@@ -341,10 +371,10 @@ class Soak:
             "CONFIRM_TIMEOUT_SECONDS": "600",
             "RESET_COOLDOWN_SECONDS": "900",
             "ALLOW_PASSCODE_REVEAL": "true",
-            # Intune's budget is not what this run measures (bench/throughput.py does): the
+            # One host: Intune's budget is not what this run measures (bench/throughput.py does): the
             # simulator does not enforce it and the app's client-side pacer gets room to match.
-            "GRAPH_POST_BUDGET": "100000",
-            "GRAPH_REQUEST_BUDGET": "1000000",
+            # Several hosts: Intune's budget, shared by them (the code's defaults).
+            **({"GRAPH_POST_BUDGET": "100000", "GRAPH_REQUEST_BUDGET": "1000000"} if self.config.hosts == 1 else {}),
             # Guardrails off: this run counts every request reaching one final outcome, and a
             # guardrail holds requests for approval by design (bench/guardrail_soak.py measures that).
             "GUARDRAIL_MAX_ACTIONS_PER_HOUR": "0",
@@ -490,6 +520,8 @@ class Soak:
                 self.progress.clear()
                 await self.progress.wait()
             async with self.disruption:  # never while storage is down: a host starting then exits
+                if len(self.hosts) > 1:  # several hosts: a random one dies
+                    host = self.kill_choice.choice(self.hosts)
                 host.kill()
                 self.kills += 1
                 self.say(f"SIGKILL host (kill {self.kills}) at {len(self.first_final)}/{total} final")
@@ -589,6 +621,8 @@ class Soak:
             leak_scan_s=leak_scan_s,
             statuses=dict(sorted(statuses.items())),
             eventgrid=self.eventgrid_report,
+            hosts=self.config.hosts,
+            budget=self.budget,
             **(self.storage.report() if self.storage is not None else {}),
             details={
                 "lost": lost[:50],
@@ -666,6 +700,9 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
     parser.add_argument("--details", action="store_true", help="also print the details on stderr")
     parser.add_argument("--eventgrid", action="store_true", help="also deliver to a failing local Event Grid topic")
     parser.add_argument(
+        "--hosts", type=int, default=1, help="hosts sharing Intune's budget (enforced and checked per window)"
+    )
+    parser.add_argument(
         "--storage-faults", action="store_true", help="storage outages, Azurite restart, 503s (bench/soak_storage.py)"
     )
     args = parser.parse_args(argv)
@@ -683,6 +720,7 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, bool]:
         seed=args.seed,
         keep=args.keep,
         eventgrid=args.eventgrid,
+        hosts=max(1, args.hosts),
         storage=StoragePlan(chart=PROJECT_ROOT / "docs" / "img" / "soak-storage.png") if args.storage_faults else None,
     )
     return config, args.details
