@@ -173,6 +173,7 @@ ROUTE_APPROVAL = "resets/{requestId}/approval"
 ROUTE_BATCHES = "batches"
 ROUTE_BATCH = "batches/{batchId}"
 ROUTE_BATCH_ITEMS = "batches/{batchId}/items"
+ROUTE_BATCH_APPROVAL = "batches/{batchId}/approval"
 ROUTE_OPENAPI = "openapi.json"
 ROUTE_HEALTH = "health"
 
@@ -224,6 +225,13 @@ async def get_batch(req: func.HttpRequest, context: func.Context) -> func.HttpRe
 async def get_batch_items(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     with _http(req, context, ROUTE_BATCH_ITEMS) as http:
         return http.respond(await serve(batches.get_batch_items, http.call, _batch_api))
+
+
+@app.function_name("decide_batch_approval")
+@app.route(route=ROUTE_BATCH_APPROVAL, methods=["POST"])
+async def decide_batch_approval(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with _http(req, context, ROUTE_BATCH_APPROVAL) as http:
+        return http.respond(await serve(batches.decide_batch_approval, http.call, _batch_api))
 
 
 @app.function_name("openapi_document")

@@ -23,6 +23,7 @@ from shared.adapters.ledger import TableLedger
 from shared.adapters.shared_budget import SharedGraphBudget, TableBudgetStore
 from shared.adapters.storage import QueueWorkScheduler, StorageClients, StorageQueue
 from shared.api.services import ApiServices
+from shared.core.approvals import RULE_BATCH
 from shared.core.batches import Pacing
 from shared.core.clock import utcnow
 from shared.core.lifecycle import Policy
@@ -165,7 +166,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         allow_passcode_reveal=settings.allow_passcode_reveal,
         workflow=services,
     )
-    batches = await build_batches(settings, storage, gateway, ledger, requests_queue, publisher)
+    batches = await build_batches(settings, storage, gateway, ledger, requests_queue, publisher, services)
     log.info("runtime ready", extra={"settings": repr(settings)})
     return Runtime(
         batches=batches,
@@ -186,6 +187,7 @@ async def build_batches(
     ledger: TableLedger,
     requests_queue: StorageQueue,
     publisher: EventPublisher,
+    services: Services,
 ) -> BatchServices | None:
     """The batch use cases' ports; their items are paced at the app's whole Graph action rate."""
     if storage.blobs is None:
@@ -201,6 +203,9 @@ async def build_batches(
         publisher=publisher,
         clock=utcnow,
         pacing=Pacing(rate_per_second=settings.graph_post_budget / settings.graph_budget_window_seconds),
+        approval_required=RULE_BATCH in settings.approval_rules,
+        approval_timeout_seconds=settings.approval_timeout_seconds,
+        workflow=services,
     )
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from pydantic import ValidationError
+
+from shared.api.approvals import ApprovalDecision
 from shared.api.auth import Denied, Role, authorize
 from shared.api.http import (
     DEPENDENCY_ERRORS,
@@ -36,8 +39,20 @@ from shared.core.batches import (
     read_batch_csv,
     read_batch_json,
 )
+from shared.core.contract import describe_validation_error
 from shared.observability import logs
-from shared.workflow.batches import Accepted, BatchServices, accept_batch, item_identifiers, read_batch
+from shared.workflow.batches import (
+    Accepted,
+    BatchDecided,
+    BatchNotAwaiting,
+    BatchSamePerson,
+    BatchServices,
+    UnknownBatch,
+    accept_batch,
+    decide_batch,
+    item_identifiers,
+    read_batch,
+)
 
 log = logging.getLogger("passcode_reset")
 
@@ -49,6 +64,8 @@ class BatchApi:
     batches: BatchServices
     require_roles: bool = False
 
+
+APPROVAL_BODY_BYTES = 16 * 1024
 # A batch takes a while: pollers come back after this many seconds.
 BATCH_RETRY_AFTER = 10
 ITEM_COLUMNS = (
@@ -214,3 +231,61 @@ def _batch_url(call: HttpCall, batch_id: str, *, route_segments: int, until: str
     query = {key: value for key, value in (("until", until), ("code", call.query.get("code"))) if value}
     url = f"{parts.scheme}://{parts.netloc}{base}/batches/{quote(batch_id, safe='')}"
     return url + (f"?{urlencode(query)}" if query else "")
+
+
+async def decide_batch_approval(call: HttpCall, api: BatchApi) -> HttpAnswer:
+    """`POST /api/batches/{batchId}/approval`: one decision for the batch's items, present and to
+    come (docs/contract.md#approval-api); the approver is named as for a request's approval."""
+    caller = authorize(call.headers, Role.APPROVE, require_roles=api.require_roles)
+    if isinstance(caller, Denied):
+        return denied(caller)
+    batch_id = _route_batch_id(call)
+    if isinstance(batch_id, HttpAnswer):
+        return batch_id
+    logs.bind(batchId=batch_id)
+    if len(call.body) > APPROVAL_BODY_BYTES:
+        return problem(
+            413, "payload-too-large", "Payload too large", f"the body is limited to {APPROVAL_BODY_BYTES} bytes"
+        )
+    try:
+        body = ApprovalDecision.model_validate_json(call.body or b"null")
+    except ValidationError as exc:
+        return _invalid([RowError(None, _first_field(exc), describe_validation_error(exc))])
+    if api.require_roles:
+        approver = caller.principal or caller.name
+    elif body.approver is not None and body.approver.strip():
+        approver = body.approver.strip()
+    else:
+        return _invalid_parameter("approver", "field required when the API is called with a function key only")
+    try:
+        result = await decide_batch(api.batches, batch_id, body.decision, approver, body.comment)
+    except DEPENDENCY_ERRORS as exc:
+        return unavailable(exc, None)
+    if isinstance(result, UnknownBatch):
+        return _unknown_batch()
+    if isinstance(result, BatchSamePerson):
+        return problem(403, "same-person", "Same person", result.detail)
+    if isinstance(result, BatchNotAwaiting):
+        return problem(
+            409,
+            "not-awaiting-approval",
+            "Not awaiting approval",
+            "neither the batch nor any of its items is awaiting approval (or it was decided already); nothing changed",
+        )
+    assert isinstance(result, BatchDecided)
+    view = result.view
+    return json_answer(
+        200,
+        {
+            "batchId": batch_id,
+            "state": view.state.value,
+            "items": view.record.items,
+            "counts": view.progress.counts,
+            "final": view.progress.final,
+        },
+    )
+
+
+def _first_field(exc: ValidationError) -> str:
+    errors = exc.errors(include_input=False, include_url=False)
+    return str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else ""

@@ -273,6 +273,9 @@ class BatchRecord:
     released_at: datetime | None = None
     done_at: datetime | None = None
     done_event_json: str | None = None
+    # The batch's approval (docs/contract.md#approval-api): {decision, by, at, comment}, or
+    # {decision: "expired", at} when APPROVAL_TIMEOUT_SECONDS passed without one.
+    approval: dict[str, Any] | None = None
     etag: str | None = field(default=None, compare=False)
 
     def to_json(self) -> str:
@@ -291,6 +294,7 @@ class BatchRecord:
                 "releasedAt": iso(self.released_at) if self.released_at else None,
                 "doneAt": iso(self.done_at) if self.done_at else None,
                 "doneEvent": self.done_event_json,
+                "approval": self.approval,
             },
             separators=(",", ":"),
         )
@@ -312,19 +316,23 @@ class BatchRecord:
             released_at=parse_iso(doc.get("releasedAt")),
             done_at=parse_iso(doc.get("doneAt")),
             done_event_json=doc.get("doneEvent"),
+            approval=doc.get("approval"),
             etag=etag,
         )
 
 
-def new_batch_record(batch: Batch, now: datetime) -> BatchRecord:
-    """A device list's items are known at once: the batch starts running; a group starts expanding."""
+def new_batch_record(batch: Batch, now: datetime, *, hold: bool = False) -> BatchRecord:
+    """A device list's items are known at once: the batch starts running (or awaiting approval,
+    `hold`: APPROVAL_REQUIRED has `batch`); a group starts expanding."""
     items = len(batch.devices) if batch.devices is not None else None
     return BatchRecord(
         batch_id=batch.batch_id,
         payload_hash=batch.payload_hash(),
         fields=batch.fields.shared(),
         group_id=batch.group_id,
-        state=BatchState.RUNNING if items is not None else BatchState.EXPANDING,
+        state=(BatchState.AWAITING_APPROVAL if hold else BatchState.RUNNING)
+        if items is not None
+        else BatchState.EXPANDING,
         created_at=now,
         items=items,
         expanded_at=now if items is not None else None,
@@ -533,3 +541,35 @@ def batch_rejected_event(batch_id: str | None, errors: Sequence[RowError], now: 
         ),
     )
     return event.model_dump_json(exclude_none=True)
+
+
+# ====================================================================== batch approval
+
+
+@dataclass(frozen=True)
+class ItemVerdict:
+    """How a batch's approval decides its items: released as approved requests (`approval` recorded
+    on each, so neither rules nor guardrails hold them), or ended `rejected` with `code`."""
+
+    approval: dict[str, Any] | None
+    end_code: str | None = None  # "approval_denied" | "approval_expired"
+    message: str = ""
+
+
+def item_verdict(record: BatchRecord) -> ItemVerdict:
+    approval = record.approval
+    if not approval:
+        return ItemVerdict(None)
+    if approval.get("decision") == "approve":
+        return ItemVerdict(approval)
+    if approval.get("decision") == "deny":
+        comment = approval.get("comment")
+        return ItemVerdict(
+            approval, "approval_denied", f"batch denied by {approval.get('by')}" + (f": {comment}" if comment else "")
+        )
+    return ItemVerdict(None, "approval_expired", "the batch was not approved within APPROVAL_TIMEOUT_SECONDS")
+
+
+def batch_approval_expired(record: BatchRecord, now: datetime, timeout_seconds: int) -> bool:
+    waiting_since = record.expanded_at or record.created_at
+    return record.state is BatchState.AWAITING_APPROVAL and (now - waiting_since).total_seconds() >= timeout_seconds

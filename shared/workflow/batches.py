@@ -23,37 +23,47 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from shared.core.approvals import Decision, approval_entry
 from shared.core.batches import (
     CHUNK_ITEMS,
     Batch,
     BatchRecord,
     BatchState,
     ItemRow,
+    ItemVerdict,
     Pacing,
     Progress,
     RowError,
     TooLarge,
+    batch_approval_expired,
     batch_done_event,
     batch_rejected_event,
     chunk_of,
     chunks,
     group_items,
     item_request,
+    item_verdict,
     new_batch_record,
     progress,
     read_batch_json,
 )
-from shared.core.contract import MAX_MESSAGE_BYTES, DeviceRef
+from shared.core.clock import iso
+from shared.core.contract import MAX_MESSAGE_BYTES, DeviceRef, ReasonCode, ResetRequest, Status
 from shared.core.errors import GraphPermanentError, GraphTransientError, StorageConflict
 from shared.core.events import derived_event_id
+from shared.core.lifecycle import State, new_record
 from shared.observability import logs
 from shared.ports import BatchItems, BatchStore, DelayedQueue, EventPublisher, GroupDirectory, Ledger
+from shared.workflow.approval import decide_many
+from shared.workflow.outcome import Outcomes
+from shared.workflow.services import Services
 from shared.workflow.submit import submit_request
 
 log = logging.getLogger("passcode_reset")
 
 TICK_KEY = "batchTick"
 EARLY_RETRY_SECONDS = 2
+MAX_DELAY_SECONDS = 7 * 24 * 3600 - 1  # a queue message's longest visibility delay
 MAX_EARLY_RETRIES = 60
 POISON_RETRY_SECONDS = 60
 MAX_REVIVALS = 20
@@ -74,6 +84,12 @@ class BatchServices:
     publisher: EventPublisher
     clock: Callable[[], datetime]
     pacing: Pacing
+    # APPROVAL_REQUIRED has `batch`: a batch waits for one decision before any item is released.
+    approval_required: bool = False
+    approval_timeout_seconds: int = 86400
+    # The request use cases' ports: a batch's decision ends or approves its held items through
+    # them (shared/workflow/approval.py, the one outcome path). None in the ops CLI.
+    workflow: Services | None = None
 
 
 # ====================================================================== acceptance
@@ -98,7 +114,7 @@ async def accept_batch(batch: Batch, s: BatchServices) -> Accepted | BatchConfli
     record = await s.store.get(batch.batch_id)
     created = False
     if record is None:
-        fresh = new_batch_record(batch, s.clock())
+        fresh = new_batch_record(batch, s.clock(), hold=s.approval_required)
         if batch.devices is not None:
             for index, chunk in chunks(batch.devices):
                 await s.store.write_chunk(batch.batch_id, fresh.payload_hash, index, chunk)
@@ -230,6 +246,8 @@ async def step(tick_message: dict[str, Any], s: BatchServices) -> None:
         return
     if record.state is BatchState.EXPANDING:
         await _expand(record, s)
+    elif record.state is BatchState.AWAITING_APPROVAL:
+        await _await_approval(record, s)
     elif record.state is BatchState.RUNNING and record.cursor < (record.items or 0):
         await _release(record, s)
     elif record.state is BatchState.RUNNING:
@@ -239,10 +257,26 @@ async def step(tick_message: dict[str, Any], s: BatchServices) -> None:
 async def _advance(record: BatchRecord, s: BatchServices, delay: int, **changes: Any) -> None:
     """Send the next step's message, then record the step as done."""
     await send_tick(s, record.batch_id, record.tick + 1, delay)
-    try:
-        await s.store.replace(replace(record, tick=record.tick + 1, **changes))
-    except StorageConflict:
-        log.info("batch changed meanwhile; the other step goes on", extra={"batchId": record.batch_id})
+    await _record_step(record, s, tick=record.tick + 1, **changes)
+
+
+async def _record_step(record: BatchRecord, s: BatchServices, **changes: Any) -> BatchRecord | None:
+    """Write this step's changes; None when another step has moved the batch on. A conflict with
+    the same tick is a copy of this step, or this write itself landing before its answer was lost
+    (a storage retry then meets its own ETag change): the changes go on top of what is there, the
+    cursor never moving back."""
+    for _ in range(3):
+        try:
+            return await s.store.replace(replace(record, **changes))
+        except StorageConflict:
+            fresh = await s.store.get(record.batch_id)
+            if fresh is None or fresh.tick != record.tick or fresh.state is not record.state:
+                log.info("batch moved on meanwhile; the other step goes on", extra={"batchId": record.batch_id})
+                return None
+            if "cursor" in changes:
+                changes["cursor"] = max(changes["cursor"], fresh.cursor)
+            record = fresh
+    return None
 
 
 async def _expand(record: BatchRecord, s: BatchServices) -> None:
@@ -280,7 +314,8 @@ async def _expand(record: BatchRecord, s: BatchServices) -> None:
             "seconds": round((now - started).total_seconds(), 3),
         },
     )
-    await _advance(record, s, 0, items=len(refs), state=BatchState.RUNNING, expanded_at=now)
+    state = BatchState.AWAITING_APPROVAL if s.approval_required else BatchState.RUNNING
+    await _advance(record, s, 0, items=len(refs), state=state, expanded_at=now)
 
 
 async def _release(record: BatchRecord, s: BatchServices) -> None:
@@ -298,11 +333,10 @@ async def _release(record: BatchRecord, s: BatchServices) -> None:
             changes: dict[str, Any] = {"cursor": cursor}
             if cursor >= items:
                 changes["released_at"] = s.clock()
-            try:
-                record = await s.store.replace(replace(record, **changes))
-            except StorageConflict:
-                log.info("batch changed meanwhile; the other step goes on", extra={"batchId": record.batch_id})
+            written = await _record_step(record, s, **changes)
+            if written is None:
                 return
+            record = written
         if asyncio.get_running_loop().time() >= deadline:
             break
         if record.cursor < items:
@@ -313,10 +347,14 @@ async def _release(record: BatchRecord, s: BatchServices) -> None:
 async def _release_items(record: BatchRecord, s: BatchServices, first: int, last: int) -> None:
     refs = await _load_items(record, s, first, last)
     semaphore = asyncio.Semaphore(RELEASE_CONCURRENCY)
+    verdict = item_verdict(record)
 
     async def release(n: int, ref: DeviceRef) -> None:
         async with semaphore:
             request = item_request(record, n, ref)
+            if verdict.end_code is not None:
+                await _end_item(record, s, request, verdict)
+                return
             submission = await submit_request(
                 request,
                 ledger=s.ledger,
@@ -324,6 +362,7 @@ async def _release_items(record: BatchRecord, s: BatchServices, first: int, last
                 now=s.clock(),
                 note="batch item",
                 batch_id=record.batch_id,
+                approval=verdict.approval,
             )
             if submission.conflict:
                 # The request id is taken by another request: the request queue publishes
@@ -331,6 +370,106 @@ async def _release_items(record: BatchRecord, s: BatchServices, first: int, last
                 await s.requests_queue.send_message(request.to_message())
 
     await asyncio.gather(*(release(first + i, ref) for i, ref in enumerate(refs)))
+
+
+async def _end_item(record: BatchRecord, s: BatchServices, request: ResetRequest, verdict: ItemVerdict) -> None:
+    """An item of a denied or expired batch: recorded and ended `rejected` here, never queued."""
+    assert s.workflow is not None and verdict.end_code is not None
+    request_id = str(request.requestId)
+    now = s.clock()
+    fresh = new_record(request, State.PROCESSING, now, "batch item", batch_id=record.batch_id)
+    try:
+        item = await s.ledger.create(replace(fresh, approval=verdict.approval))
+    except StorageConflict:
+        existing = await s.ledger.get(request_id)
+        if existing is None or existing.final or existing.payload_hash != fresh.payload_hash:
+            return  # ended by an earlier round, or another request's id
+        item = existing
+    await Outcomes(s.workflow, request, request_id).finish(
+        item, Status.REJECTED, ReasonCode(verdict.end_code), verdict.message
+    )
+
+
+async def _await_approval(record: BatchRecord, s: BatchServices) -> None:
+    """Waiting for the batch's decision: look again when APPROVAL_TIMEOUT_SECONDS is over (a
+    decision moves the chain on, and this message is then a finished step's copy)."""
+    now = s.clock()
+    if batch_approval_expired(record, now, s.approval_timeout_seconds):
+        expired = {"decision": "expired", "at": iso(now)}
+        log.info("batch approval expired", extra={"event": "batch_approval_expired", "batchId": record.batch_id})
+        await _advance(record, s, 0, state=BatchState.RUNNING, approval=expired)
+        return
+    since = record.expanded_at or record.created_at
+    remaining = s.approval_timeout_seconds - (now - since).total_seconds()
+    await send_tick(s, record.batch_id, record.tick, max(1, min(round(remaining) + 1, MAX_DELAY_SECONDS)))
+
+
+# ====================================================================== a batch's approval
+
+
+@dataclass(frozen=True)
+class BatchDecided:
+    view: BatchView
+
+
+@dataclass(frozen=True)
+class UnknownBatch:
+    pass
+
+
+@dataclass(frozen=True)
+class BatchNotAwaiting:
+    """409: the batch is not awaiting a decision and none of its items is."""
+
+
+@dataclass(frozen=True)
+class BatchSamePerson:
+    detail: str = "four eyes: the approver may not be the batch's requestedBy"
+
+
+BatchDecisionResult = BatchDecided | UnknownBatch | BatchNotAwaiting | BatchSamePerson
+
+
+async def decide_batch(
+    s: BatchServices, batch_id: str, decision: Decision, approver: str, comment: str | None = None
+) -> BatchDecisionResult:
+    """One decision for a whole batch (docs/contract.md#approval-api): the items to come are released
+    approved (or end `rejected` / `approval_denied`), and items held now are decided the same way."""
+    assert s.workflow is not None, "the composition root gives batch approval the workflow's ports"
+    for _ in range(3):
+        record = await s.store.get(batch_id)
+        if record is None:
+            return UnknownBatch()
+        if approver.strip().casefold() == str(record.fields.get("requestedBy", "")).strip().casefold():
+            return BatchSamePerson()
+        held = [row.request_id for row in await _rows(record, s) if row.status == Status.AWAITING_APPROVAL.value]
+        waiting = record.state is BatchState.AWAITING_APPROVAL
+        if record.approval is not None or (not waiting and not held) or record.state is BatchState.DONE:
+            return BatchNotAwaiting()
+        entry = approval_entry(decision, approver, s.clock(), comment)
+        changes: dict[str, Any] = {"approval": entry}
+        if waiting:
+            changes["state"] = BatchState.RUNNING
+            await send_tick(s, batch_id, record.tick + 1, 0)
+            changes["tick"] = record.tick + 1
+        try:
+            await s.store.replace(replace(record, **changes))
+        except StorageConflict:
+            continue  # changed meanwhile: decide on what it is now
+        await decide_many(s.workflow, held, decision, approver, comment)
+        log.info(
+            "batch decided",
+            extra={"event": "batch_decision", "batchId": batch_id, "decision": decision, "heldItems": len(held)},
+        )
+        view = await read_batch(s, batch_id, details=False)
+        assert view is not None
+        return BatchDecided(view)
+    return BatchNotAwaiting()
+
+
+async def _rows(record: BatchRecord, s: BatchServices) -> list[ItemRow]:
+    items = record.items or 0
+    return await s.items.rows(record.batch_id, items, details=False) if items else []
 
 
 async def _load_items(record: BatchRecord, s: BatchServices, first: int, last: int) -> list[DeviceRef]:
@@ -356,7 +495,12 @@ async def _watch(record: BatchRecord, s: BatchServices) -> None:
     try:
         await s.store.replace(replace(record, state=BatchState.DONE, done_at=now, done_event_json=event))
     except StorageConflict:
-        return  # another copy of this step recorded it; it publishes
+        # Another copy of this step, or this very write whose answer was lost: whoever recorded the
+        # event, it is published (again: the same id, consumers de-duplicate).
+        fresh = await s.store.get(record.batch_id)
+        if fresh is None or fresh.state is not BatchState.DONE or not fresh.done_event_json:
+            return
+        event = fresh.done_event_json
     await s.publisher.publish(event)
     log.info(
         "batch done", extra={"event": "batch_done", "batchId": record.batch_id, "items": items, "counts": done.counts}

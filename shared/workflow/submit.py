@@ -9,8 +9,9 @@ carries the caller's trace context (docs/decisions/0009-trace-context.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from shared.core.contract import ResetRequest
 from shared.core.errors import StorageConflict
@@ -39,16 +40,17 @@ async def submit_request(
     note: str,
     submitted_by: str | None = None,
     batch_id: str | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> Submission:
     """Record `request` as queued (idempotent per requestId) and put it on the request queue.
 
     `submitted_by` (the authenticated HTTP caller) is recorded with the first submission; it is not
     part of the request or its payload hash, so a repeat by someone else is still the same request
-    and keeps the first submitter. A batch item (shared/workflow/batches.py) names its `batch_id`."""
+    and keeps the first submitter. A batch item (shared/workflow/batches.py) names its `batch_id`,
+    and carries its batch's `approval` once the batch is approved (never held again)."""
     try:
-        record = await ledger.create(
-            new_record(request, State.QUEUED, now, note, submitted_by=submitted_by, batch_id=batch_id)
-        )
+        record = new_record(request, State.QUEUED, now, note, submitted_by=submitted_by, batch_id=batch_id)
+        record = await ledger.create(replace(record, approval=approval) if approval else record)
         created = True
     except StorageConflict:
         existing = await ledger.get(str(request.requestId))

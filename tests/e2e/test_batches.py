@@ -257,7 +257,58 @@ async def test_a_host_killed_while_releasing_neither_loses_nor_duplicates_an_ite
                 client.url = second.url
                 state = await wait_done(client, "CRASH-1", timeout=90)
         assert state["counts"] == {"rejected": items} and state["final"] == items
-        await wait_batch_event(stack, "CRASH-1")
+        await wait_batch_event(stack, "CRASH-1", timeout=60)
         finals = item_finals(stack, "CRASH-1")  # one final event id per item
         assert sorted(finals) == sorted(f"CRASH-1.{n}" for n in range(1, items + 1))
         assert len({e["id"] for e in stack.events if e["type"] == BATCH_DONE}) == 1
+
+
+async def test_a_batch_waits_for_one_approval_which_releases_its_items_past_rules_and_guardrails(
+    product_stack: ProductFactory,
+) -> None:
+    held = {"APPROVAL_REQUIRED": "batch", "GUARDRAIL_MAX_ACTIONS_PER_HOUR": "1"}
+    async with api(product_stack, **held) as client:
+        devices = [{"intuneDeviceId": ADELE}, {"serialNumber": ALEX_IPHONE_SERIAL}, {"intuneDeviceId": WINDOWS_PC}]
+        body = {"batchId": "APPROVE-1", "requestedBy": "lead@contoso.com", "devices": devices}
+        assert (await client.call("POST", "/api/batches", body=body)).status == 202
+        await client.stack.settle(2.0)
+        waiting = await client.call("GET", "/api/batches/APPROVE-1")
+        assert (waiting.body["state"], waiting.body["counts"]) == ("awaiting_approval", {"pending": 3})
+        assert not [e for e in client.stack.events if e["data"].get("batchId") == "APPROVE-1"]  # nothing ran
+
+        path = "/api/batches/APPROVE-1/approval"
+        same = await client.call("POST", path, body={"decision": "approve", "approver": "LEAD@contoso.com"})
+        assert_problem(same, 403, "same-person")
+        approved = await client.call("POST", path, body={"decision": "approve", "approver": "cab@contoso.com"})
+        assert approved.status == 200 and approved.body["state"] == "running"
+        again = await client.call("POST", path, body={"decision": "deny", "approver": "cab@contoso.com"})
+        assert_problem(again, 409, "not-awaiting-approval")
+
+        state = await wait_done(client, "APPROVE-1")
+        # Two actions with a guardrail of one per hour: an approved batch's items are not held.
+        assert state["counts"] == {"completed": 2, "unsupported": 1}
+        await wait_batch_event(client.stack, "APPROVE-1")
+        finals = item_finals(client.stack, "APPROVE-1")
+        assert {data["approval"]["by"] for data in finals.values()} == {"cab@contoso.com"}
+        assert_problem(
+            await client.call("POST", "/api/batches/NOPE/approval", body={"decision": "approve", "approver": "x"}),
+            404,
+            "unknown-batch",
+        )
+
+
+async def test_a_denied_batch_ends_every_item_rejected_without_a_graph_call(product_stack: ProductFactory) -> None:
+    async with api(product_stack, APPROVAL_REQUIRED="batch") as client:
+        devices = [{"intuneDeviceId": ADELE}, {"serialNumber": "ANY-SERIAL"}]
+        body = {"batchId": "DENY-1", "requestedBy": "lead@contoso.com", "devices": devices}
+        assert (await client.call("POST", "/api/batches", body=body)).status == 202
+        calls_before = len(client.stack.sim.state.calls)
+        denial = {"decision": "deny", "approver": "cab@contoso.com", "comment": "not in the change window"}
+        assert (await client.call("POST", "/api/batches/DENY-1/approval", body=denial)).status == 200
+        state = await wait_done(client, "DENY-1")
+        assert state["counts"] == {"rejected": 2}
+        await wait_batch_event(client.stack, "DENY-1")
+        finals = item_finals(client.stack, "DENY-1")
+        assert {data["reason"]["code"] for data in finals.values()} == {"approval_denied"}
+        assert all("not in the change window" in data["reason"]["message"] for data in finals.values())
+        assert len(client.stack.sim.state.calls) == calls_before  # no device was read or reset
