@@ -429,7 +429,7 @@ class Pacing:
     at most `backlog_seconds` of work waiting, so a single request waits behind a short queue."""
 
     rate_per_second: float  # GRAPH_POST_BUDGET / GRAPH_BUDGET_WINDOW_SECONDS
-    backlog_seconds: float = 1.5
+    backlog_seconds: float = 3.0
 
     @property
     def target_depth(self) -> int:

@@ -103,7 +103,9 @@ def test_a_group_yields_each_managed_device_once_and_orphans_by_entra_id() -> No
     ]
 
 
-@pytest.mark.parametrize(("depth", "released", "expected"), [(0, 0, 15), (10, 0, 5), (20, 0, 0), (0, 95, 5)])
+@pytest.mark.parametrize(
+    ("depth", "released", "expected"), [(0, 0, 30), (10, 0, 20), (30, 0, 0), (40, 0, 0), (0, 95, 5)]
+)
 def test_release_tops_the_request_queue_up_to_its_target_depth(depth: int, released: int, expected: int) -> None:
     batch = read_batch_json(body(devices=[{"serialNumber": f"S{n}"} for n in range(100)]))
     assert isinstance(batch, Batch)
