@@ -525,6 +525,41 @@ def _batch_paths(produces: list[str]) -> dict[str, Any]:
                 },
             }
         },
+        "/batches/{batchId}/approval": {
+            "post": {
+                "operationId": "DecidePasscodeResetBatchApproval",
+                "summary": "Approve or deny a whole batch",
+                "description": (
+                    "For a batch awaiting approval (APPROVAL_REQUIRED has batch), or with items awaiting approval. "
+                    "approve: its items run, never held by rules or guardrails; deny: every item ends rejected / "
+                    "approval_denied. The approver is named as for a request's approval and may not be the "
+                    "batch's requestedBy (403). Answers 200 with the batch's state and counts."
+                ),
+                "x-ms-visibility": "advanced",
+                "consumes": ["application/json"],
+                "produces": produces,
+                "parameters": [
+                    _BATCH_ID_PARAMETER,
+                    {
+                        "name": "body",
+                        "in": "body",
+                        "required": True,
+                        "description": "The decision",
+                        "schema": _ref("ApprovalDecision"),
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "Recorded: the batch now", "schema": _BATCH_STATE},
+                    "400": _problem("The body or the batchId is not valid, or the approver is missing"),
+                    "401": _UNAUTHORIZED,
+                    "403": _problem("The caller lacks PasscodeReset.Approve, or is the batch's requester"),
+                    "404": _problem("No batch has this batchId"),
+                    "409": _problem("Neither the batch nor any item is awaiting approval; nothing changed"),
+                    "413": _problem("The body is too large"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
         "/batches/{batchId}/items": {
             "get": {
                 "operationId": "GetPasscodeResetBatchItems",

@@ -23,6 +23,7 @@ OPERATIONS = {
     "SubmitPasscodeResetBatch",
     "GetPasscodeResetBatch",
     "GetPasscodeResetBatchItems",
+    "DecidePasscodeResetBatchApproval",
     "GetOpenApiDocument",
     "GetHealth",
 }
