@@ -114,7 +114,7 @@ async def test_an_action_called_just_before_storage_died_is_reconciled_not_repea
             await asyncio.sleep(0.02)
         # Longer than the ledger client's retries (about 1.5 s against a refused connection): the
         # write after the call fails; the message comes back once the host can release it.
-        await proxy.outage(4.0)
+        await proxy.outage(5.0)
 
         finals = await stack.wait_final("GONE-1", timeout=60)
         assert finals["GONE-1"]["data"]["status"] == "completed"
