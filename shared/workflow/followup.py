@@ -10,11 +10,11 @@ from typing import Any
 from shared.core import lifecycle
 from shared.core.approvals import on_approval_check
 from shared.core.contract import ResetRequest
-from shared.core.errors import GraphError
+from shared.core.errors import GraphError, StorageUnavailable
 from shared.core.lifecycle import Finish, LedgerRecord
 from shared.observability import logs, telemetry
 from shared.workflow.outcome import Outcomes, log_fields
-from shared.workflow.request import find_our_action
+from shared.workflow.request import STORAGE_RETRY_SECONDS, find_our_action
 from shared.workflow.services import Services
 
 log = logging.getLogger("passcode_reset")
@@ -37,7 +37,19 @@ async def handle_followup(body: bytes, services: Services) -> None:
 
 
 async def handle_followup_poison(body: bytes, services: Services) -> None:
-    """A confirmation check that failed every delivery: the request still gets its final event."""
+    """A confirmation check that failed every delivery: the request still gets its final event.
+    While storage still fails, the check goes back to the follow-up queue for a later round."""
+    try:
+        await _settle_followup_poison(body, services)
+    except StorageUnavailable as exc:
+        await services.scheduler.schedule_followup(body.decode("utf-8"), STORAGE_RETRY_SECONDS)
+        log.warning(
+            "storage unavailable while settling a poisoned follow-up; it goes back to the follow-up queue",
+            extra={"error": str(exc), "delaySeconds": STORAGE_RETRY_SECONDS},
+        )
+
+
+async def _settle_followup_poison(body: bytes, services: Services) -> None:
     message = _json_object(body)
     with telemetry.request_span("settle poisoned follow-up", kind="consumer", incoming=message) as span:
         loaded = await _load(message, services, span, poisoned=True)

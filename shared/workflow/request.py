@@ -21,6 +21,7 @@ from shared.core.errors import (
     GraphPermanentError,
     GraphTransientError,
     StorageConflict,
+    StorageUnavailable,
     TooManyCandidates,
 )
 from shared.core.events import derived_event_id
@@ -31,6 +32,11 @@ from shared.workflow.outcome import Outcomes, log_fields
 from shared.workflow.services import Services
 
 log = logging.getLogger("passcode_reset")
+
+# A poisoned message that meets storage still failing goes back to its queue after this long
+# (docs/contract.md#storage-outages): its own retries would end in `<queue>-poison-poison`,
+# which nothing reads.
+STORAGE_RETRY_SECONDS = 60
 
 # How often one delivery follows the record through reconciliation before giving up for now.
 _MAX_STEPS = 4
@@ -50,8 +56,18 @@ async def handle_request(body: bytes, services: Services, *, message_id: str) ->
 
 
 async def handle_request_poison(body: bytes, services: Services, *, message_id: str) -> None:
-    """A request that failed every delivery: make sure it still ends in exactly one final event."""
-    await _handle_request_message(body, services, message_id, poisoned=True)
+    """A request that failed every delivery: make sure it still ends in exactly one final event.
+
+    While storage still fails, the message goes back to the request queue for a later round (the
+    lifecycle's deadline bounds the rounds) instead of failing into `<queue>-poison-poison`."""
+    try:
+        await _handle_request_message(body, services, message_id, poisoned=True)
+    except StorageUnavailable as exc:
+        await services.scheduler.requeue_request(body.decode("utf-8"), STORAGE_RETRY_SECONDS)
+        log.warning(
+            "storage unavailable while settling a poisoned request; it goes back to the request queue",
+            extra={"error": str(exc), "delaySeconds": STORAGE_RETRY_SECONDS},
+        )
 
 
 async def _handle_request_message(body: bytes, services: Services, message_id: str, *, poisoned: bool) -> None:
