@@ -83,6 +83,7 @@ class Run:
         self.single_submitted: dict[str, float] = {}
         self.polls: list[dict[str, Any]] = []
         self.done_events = 0
+        self.single_retries = 0  # 503 answers to a single request's POST, retried after Retry-After
         self.bench_storage = 0
 
 
@@ -120,9 +121,14 @@ async def drive(
                     return
                 body = json.loads(single.message())
                 run.single_sent[single.request_id] = time.time()
-                async with http.post(f"{host.url}/api/resets", json=body) as answer:
-                    if answer.status != 202:
-                        raise RuntimeError(f"single refused: {answer.status}")
+                for _ in range(10):  # like a client: a 503 is retried after its Retry-After
+                    async with http.post(f"{host.url}/api/resets", json=body) as answer:
+                        if answer.status == 202:
+                            break
+                        if answer.status != 503:
+                            raise RuntimeError(f"single refused: {answer.status}")
+                        run.single_retries += 1
+                        await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
                 await asyncio.sleep(2.0)
 
         async def poll() -> None:
@@ -260,6 +266,7 @@ def figures(
         "singles": len(run.single_sent),
         "singles_submitted": len(single_latency),
         "singles_without_outcome": sum(1 for rid in run.single_sent if rid not in run.first),
+        "single_503_retries": run.single_retries,
         "storage_ops_per_item": round(host_storage / work, 2) if work else None,
         "peak_rss_mb": round(max((mb for _, mb in rss), default=0.0), 1),
         "outcomes": dict(sorted(statuses.items())),

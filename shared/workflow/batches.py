@@ -49,7 +49,7 @@ from shared.core.batches import (
 )
 from shared.core.clock import iso
 from shared.core.contract import MAX_MESSAGE_BYTES, DeviceRef, ReasonCode, ResetRequest, Status
-from shared.core.errors import GraphPermanentError, GraphTransientError, StorageConflict
+from shared.core.errors import GraphPermanentError, GraphTransientError, StorageConflict, StorageUnavailable
 from shared.core.events import derived_event_id
 from shared.core.lifecycle import State, new_record
 from shared.observability import logs
@@ -63,6 +63,7 @@ log = logging.getLogger("passcode_reset")
 
 TICK_KEY = "batchTick"
 EARLY_RETRY_SECONDS = 2
+STORAGE_RETRY_SECONDS = 2
 MAX_DELAY_SECONDS = 7 * 24 * 3600 - 1  # a queue message's longest visibility delay
 MAX_EARLY_RETRIES = 60
 POISON_RETRY_SECONDS = 60
@@ -326,9 +327,18 @@ async def _release(record: BatchRecord, s: BatchServices) -> None:
     deadline = asyncio.get_running_loop().time() + RELEASE_WINDOW_SECONDS
     items = record.items or 0
     while record.cursor < items:
-        count = s.pacing.release_count(record, await s.requests_queue.depth())
+        try:
+            count = s.pacing.release_count(record, await s.requests_queue.depth())
+            if count:
+                await _release_items(record, s, record.cursor + 1, record.cursor + count)
+        except StorageUnavailable:
+            # Come back in a moment rather than fail the step, whose message would then stay
+            # invisible for the host's visibilityTimeout (30 s) with the pipeline running dry.
+            # What this round released is released again then (harmlessly).
+            log.warning("batch release interrupted by storage; again shortly", extra={"batchId": record.batch_id})
+            await send_tick(s, record.batch_id, record.tick, STORAGE_RETRY_SECONDS)
+            return
         if count:
-            await _release_items(record, s, record.cursor + 1, record.cursor + count)
             cursor = record.cursor + count
             changes: dict[str, Any] = {"cursor": cursor}
             if cursor >= items:
