@@ -1,4 +1,4 @@
-"""The storage-fault soak (`python -m bench.soak --storage-faults`) in small: 120 requests with
+"""The storage-fault soak (`python -m bench.soak --storage-faults`) in small: 100 requests with
 every simulator fault while storage fails under the app (docs/contract.md#storage-outages): one
 outage (the storage fault proxy cuts every connection and refuses new ones), one graceful Azurite
 restart on the same ports, one 503 ServerBusy burst, and 503s, dropped connections and latency on
@@ -13,7 +13,7 @@ from bench.soak_storage import StoragePlan
 
 async def test_short_storage_fault_soak_loses_nothing_and_acts_once() -> None:
     config = SoakConfig(
-        requests=120,
+        requests=100,
         kills=0,  # host kills have their own short soak (test_soak_short.py)
         window=150,
         lease_seconds=4.0,  # a message whose release failed in an outage comes back after 4 s
