@@ -7,8 +7,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import time
+import uuid
+from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from devstack.simulator.directory import ORPHAN_DEVICE_ID, STORE_GROUP_ID
 from tests.e2e.test_http_api import Answer, Api, api, assert_problem
@@ -229,38 +234,82 @@ async def test_the_batch_queue_takes_batches_from_upstream_and_rejects_invalid_o
 
 
 async def test_a_host_killed_while_releasing_neither_loses_nor_duplicates_an_item(
-    product_stack: ProductFactory, start_host: Any
+    azurite: Any, sim: Any, tmp_path: Path
 ) -> None:
+    """A host process SIGKILLed in the middle of releasing a batch, then a new one: every item once."""
     from azure.storage.blob.aio import ContainerClient
+    from azure.storage.queue.aio import QueueServiceClient
 
+    from bench.stack import host_environment, launch, write_host_json
     from shared.adapters.batch_store import BATCH_CONTAINER, BlobBatchStore
 
-    items = 150
-    fast = {"GRAPH_POST_BUDGET": "1000", "GRAPH_REQUEST_BUDGET": "10000"}  # released at 50 items/s
-    async with api(product_stack, **fast) as client:
-        stack = client.stack
-        devices = [{"serialNumber": f"GONE-{n:04d}"} for n in range(items)]  # each ends device_not_found
-        body = {"batchId": "CRASH-1", "requestedBy": "ops", "dryRun": True, "devices": devices}
-        assert (await client.call("POST", "/api/batches", body=body)).status == 202
-        conn = stack.settings["AzureWebJobsStorage"]
-        async with ContainerClient.from_connection_string(conn, BATCH_CONTAINER) as container:
-            store = BlobBatchStore(container)
-            for _ in range(200):
-                record = await store.get("CRASH-1")
-                if record is not None and record.cursor > 0:
+    items = 150  # released about 30 at a time (3 s of Intune's 10 actions/s): several rounds
+    suffix = uuid.uuid4().hex[:8]
+    env = host_environment(
+        azurite,
+        sim.url,
+        GRAPH_TOKEN=sim.token,
+        RESET_REQUESTS_QUEUE=f"kreq-{suffix}",
+        RESET_RESULTS_QUEUE=f"kres-{suffix}",
+        RESET_FOLLOWUPS_QUEUE=f"kfup-{suffix}",
+        RESET_BATCHES_QUEUE=f"kbat-{suffix}",
+        RESET_LEDGER_TABLE=f"Kill{suffix}",
+    )
+    host_json = write_host_json(tmp_path / "host.json", maxPollingInterval="00:00:00.200")
+    command = ["-m", "bench.soak_host", "--host-json", str(host_json), "--lease-seconds", "3"]
+    ready = r"host listening on (\S+)"
+    first = await asyncio.to_thread(launch, command, env, ready, tmp_path / "host-1.log")
+    conn = azurite.connection_string
+    devices = [{"serialNumber": f"GONE-{n:04d}"} for n in range(items)]  # each ends device_not_found
+    body = {"batchId": "CRASH-1", "requestedBy": "ops", "dryRun": True, "devices": devices}
+    headers = {"x-functions-key": env["DEVSTACK_FUNCTION_KEY"]}
+    second = None
+    try:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(f"{first.url}/api/batches", json=body) as answer:
+                assert answer.status == 202
+            async with ContainerClient.from_connection_string(conn, BATCH_CONTAINER) as container:
+                store = BlobBatchStore(container)
+                for _ in range(400):
+                    record = await store.get("CRASH-1")
+                    if record is not None and record.cursor > 0:
+                        break
+                    await asyncio.sleep(0.02)
+                first.process.kill()  # SIGKILL: no shutdown, leases left to expire
+                await asyncio.to_thread(first.process.wait)
+                at_crash = await store.get("CRASH-1")
+                assert at_crash is not None and 0 < at_crash.cursor < items, at_crash
+            second = await asyncio.to_thread(launch, command, env, ready, tmp_path / "host-2.log")
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                async with http.get(f"{second.url}/api/batches/CRASH-1") as answer:
+                    state = await answer.json()
+                if state["state"] == "done":
                     break
-                await asyncio.sleep(0.05)
-            await stack.host.stop(timeout=0)  # in-flight invocations are cut off
-            at_crash = await store.get("CRASH-1")
-            assert at_crash is not None and 0 < at_crash.cursor < items, at_crash
-            async with start_host("function_app:app", stack.settings) as second:
-                client.url = second.url
-                state = await wait_done(client, "CRASH-1", timeout=90)
+                await asyncio.sleep(0.5)
         assert state["counts"] == {"rejected": items} and state["final"] == items
-        await wait_batch_event(stack, "CRASH-1", timeout=60)
-        finals = item_finals(stack, "CRASH-1")  # one final event id per item
-        assert sorted(finals) == sorted(f"CRASH-1.{n}" for n in range(1, items + 1))
-        assert len({e["id"] for e in stack.events if e["type"] == BATCH_DONE}) == 1
+        events: list[dict[str, Any]] = []
+        async with QueueServiceClient.from_connection_string(conn) as service:
+            results = service.get_queue_client(env["RESET_RESULTS_QUEUE"])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(e["type"] == BATCH_DONE for e in events):
+                page = [m async for m in results.receive_messages(messages_per_page=32, max_messages=32)]
+                for message in page:
+                    events.append(json.loads(message.content))
+                    await results.delete_message(message)
+                if not page:
+                    await asyncio.sleep(0.3)
+        finals: dict[str, set[str]] = {}
+        for event in events:
+            if event["type"].startswith("intune.passcode-reset.") and event["data"]["status"] in FINAL_STATUSES:
+                finals.setdefault(event["data"]["requestId"], set()).add(event["id"])
+        assert sorted(finals) == sorted(f"CRASH-1.{n}" for n in range(1, items + 1))  # none lost
+        assert all(len(ids) == 1 for ids in finals.values())  # none twice (a republication keeps its id)
+        assert len({e["id"] for e in events if e["type"] == BATCH_DONE}) == 1
+    finally:
+        for host in (first, second):
+            if host is not None:
+                await asyncio.to_thread(host.stop)
 
 
 async def test_a_batch_waits_for_one_approval_which_releases_its_items_past_rules_and_guardrails(
