@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.core.contract import MAX_MESSAGE_BYTES
+from shared.core.device import imei_lookup_forms
 
 Expect = Literal["invalid", "not_found", "ambiguous", "user_mismatch"]
 REASON_CODE: dict[Expect, str] = {
@@ -276,7 +277,9 @@ CORPUS: list[Item] = [
 
 def expected_filters() -> set[str]:
     """The `$filter` of every list call the valid items may cause (quotes doubled:
-    docs/contract.md#device-resolution)."""
+    docs/contract.md#device-resolution). An IMEI is looked up in each stored form Intune may hold
+    until one matches: as given, with or without the check digit, in Apple's grouping
+    (docs/decisions/0010-imei-lookup.md)."""
     props = {"serialNumber": "serialNumber", "imei": "imei", "azureAdDeviceId": "azureADDeviceId"}
     filters = set()
     for item in CORPUS:
@@ -285,7 +288,8 @@ def expected_filters() -> set[str]:
         device = json.loads(item.body)["device"]
         for kind, value in device.items():
             if kind in props:
-                filters.add(f"{props[kind]} eq '{value.replace(chr(39), chr(39) * 2)}'")
+                for form in imei_lookup_forms(value) if kind == "imei" else [value]:
+                    filters.add(f"{props[kind]} eq '{form.replace(chr(39), chr(39) * 2)}'")
     return filters
 
 
