@@ -10,18 +10,8 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.adapters.batch_store import BATCH_CONTAINER, BlobBatchStore, TableBatchItems
-from shared.adapters.eventgrid import EventGridTopicClient, OutboxPublisher
-from shared.adapters.graph import MsGraphIntuneGateway
-from shared.adapters.graph_budget import BudgetLimits, CallBudget, GraphBudget
-from shared.adapters.graph_directory import GraphGroupDirectory
-from shared.adapters.guardrails import TableGuardrails
-from shared.adapters.health import RuntimeHealthProbe
-from shared.adapters.ledger import TableLedger
-from shared.adapters.shared_budget import SharedGraphBudget, TableBudgetStore
-from shared.adapters.storage import QueueWorkScheduler, StorageClients, StorageQueue
 from shared.api.services import ApiServices
 from shared.core.approvals import RULE_BATCH
 from shared.core.batches import Pacing
@@ -32,6 +22,16 @@ from shared.settings import POISON_SUFFIX, Settings, load_settings
 from shared.workflow.batches import BatchServices
 from shared.workflow.eventgrid import EventGridServices
 from shared.workflow.services import NoGuardrails, Services
+
+if TYPE_CHECKING:
+    # The adapters (and the SDKs behind them: azure-core, Tables, Blob, msgraph, kiota) are imported
+    # when the first invocation builds the runtime, not with function_app: start-up stays short.
+    from shared.adapters.eventgrid import EventGridTopicClient
+    from shared.adapters.graph import MsGraphIntuneGateway
+    from shared.adapters.graph_budget import BudgetLimits, CallBudget, GraphBudget
+    from shared.adapters.ledger import TableLedger
+    from shared.adapters.shared_budget import SharedGraphBudget
+    from shared.adapters.storage import StorageClients, StorageQueue
 
 log = logging.getLogger("passcode_reset")
 
@@ -70,12 +70,16 @@ def policy_from(settings: Settings) -> Policy:
 
 def guardrails(settings: Settings, ledger_table: Any, policy: Policy) -> Guardrails:
     """Counted in the ledger table when a guardrail is on (docs/contract.md#guardrails)."""
+    from shared.adapters.guardrails import TableGuardrails
+
     if settings.guardrail_max_actions_per_hour or settings.guardrail_max_per_requester_per_hour:
         return TableGuardrails(ledger_table, policy)
     return NoGuardrails()
 
 
 def budget_limits(settings: Settings) -> BudgetLimits:
+    from shared.adapters.graph_budget import BudgetLimits
+
     return BudgetLimits(
         actions=settings.graph_post_budget,
         requests=settings.graph_request_budget,
@@ -86,16 +90,22 @@ def budget_limits(settings: Settings) -> BudgetLimits:
 def graph_budget(settings: Settings) -> GraphBudget:
     """One instance's fallback share of the Graph budget, 1/GRAPH_BUDGET_INSTANCES, kept in process
     while the shared budget cannot be reached (docs/decisions/0013-shared-graph-budget.md)."""
+    from shared.adapters.graph_budget import GraphBudget
+
     return GraphBudget(budget_limits(settings).share(settings.graph_budget_instances))
 
 
 def shared_graph_budget(settings: Settings, ledger_table: Any) -> SharedGraphBudget:
     """The Graph budget of all instances together, kept in the ledger table
     (docs/contract.md#graph-budget, docs/decisions/0013-shared-graph-budget.md)."""
+    from shared.adapters.shared_budget import SharedGraphBudget, TableBudgetStore
+
     return SharedGraphBudget(TableBudgetStore(ledger_table), budget_limits(settings), fallback=graph_budget(settings))
 
 
 def build_gateway(settings: Settings, budget: CallBudget | None = None) -> MsGraphIntuneGateway:
+    from shared.adapters.graph import MsGraphIntuneGateway
+
     # httpx logs every call's URL at INFO, and a Graph URL carries the request's identifier
     # ($filter=serialNumber eq '...'): request values are never logged (README, Operations).
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -109,6 +119,11 @@ def build_gateway(settings: Settings, budget: CallBudget | None = None) -> MsGra
 
 
 async def build_runtime(settings: Settings) -> Runtime:
+    from shared.adapters.eventgrid import EventGridTopicClient, OutboxPublisher
+    from shared.adapters.health import RuntimeHealthProbe
+    from shared.adapters.ledger import TableLedger
+    from shared.adapters.storage import QueueWorkScheduler, StorageClients, StorageQueue
+
     storage = StorageClients(settings)
     await storage.ensure(
         [
@@ -190,6 +205,10 @@ async def build_batches(
     services: Services,
 ) -> BatchServices | None:
     """The batch use cases' ports; their items are paced at the app's whole Graph action rate."""
+    from shared.adapters.batch_store import BATCH_CONTAINER, BlobBatchStore, TableBatchItems
+    from shared.adapters.graph_directory import GraphGroupDirectory
+    from shared.adapters.storage import StorageQueue
+
     if storage.blobs is None:
         return None
     await storage.ensure_containers([BATCH_CONTAINER])
