@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from shared.api.approvals import ApprovalDecision
+from shared.api.batches import ITEM_COLUMNS
 from shared.api.http import PROBLEM_JSON, PROBLEM_TYPE_PREFIX, HttpAnswer, HttpCall, base_path, json_answer
 from shared.api.models import HealthReport, PasscodeReveal, Problem, ResetAccepted
 from shared.api.resets import IN_PROGRESS_RETRY_AFTER
@@ -425,17 +426,6 @@ _BATCH_STATE = {
         "final": {"type": "integer", "description": "Items with a final status"},
     },
 }
-_BATCH_ITEM_KEYS = (
-    "n",
-    "identifierKind",
-    "identifierValue",
-    "requestId",
-    "status",
-    "reasonCode",
-    "deviceId",
-    "platform",
-    "action",
-)
 
 
 def _batch_paths(produces: list[str]) -> dict[str, Any]:
@@ -564,7 +554,7 @@ def _batch_paths(produces: list[str]) -> dict[str, Any]:
             "get": {
                 "operationId": "GetPasscodeResetBatchItems",
                 "summary": "Get a batch's items and their outcomes",
-                "description": "One row per item: " + ", ".join(_BATCH_ITEM_KEYS) + " (CSV with format=csv).",
+                "description": "One row per item: " + ", ".join(ITEM_COLUMNS) + " (CSV with format=csv).",
                 "x-ms-visibility": "advanced",
                 "produces": ["application/json", "text/csv", PROBLEM_JSON],
                 "parameters": [
@@ -589,7 +579,7 @@ def _batch_paths(produces: list[str]) -> dict[str, Any]:
                                     "type": "array",
                                     "items": {
                                         "type": "object",
-                                        "properties": {k: {"type": "string"} for k in _BATCH_ITEM_KEYS},
+                                        "properties": {k: {"type": "string"} for k in ITEM_COLUMNS},
                                     },
                                 },
                             },
