@@ -37,7 +37,7 @@ __all__ = ["Block", "BudgetBook", "Grant", "Lane", "LaneRule", "LeasePlan", "pla
 WINDOW_MARGIN_SHARE = 0.025  # the margin: 2.5 % of the window (decision 0007), at least:
 MIN_WINDOW_MARGIN_SECONDS = 0.5
 USE_SHARE = 0.7  # of the margin: to spend a block's slots; the rest covers the slot-to-Intune time
-BURST_SHARE = 0.05
+BURST_SHARE = 0.1
 _EPSILON = 1e-6  # keeps float rounding on the safe side of a window's edge
 
 
@@ -111,6 +111,10 @@ class Lane:
         """Slots that still count at `at`."""
         return sum(block.count for block in self.blocks if block.start > at - rule.span)
 
+    def room(self, rule: LaneRule, at: float) -> int:
+        """Slots a block starting at `at` (not before the last block) may have."""
+        return max(0, rule.limit - self.counted(rule, at))
+
     def earliest(self, rule: LaneRule, now: float, count: int) -> float:
         """The earliest start, not before `now`, of a block of `count` slots (count <= limit)."""
         at = max(now, self.due - (rule.burst - 1) * rule.interval)
@@ -133,9 +137,10 @@ class Lane:
 
     def granted(self, rule: LaneRule, at: float, count: int) -> Lane:
         due = self.due
-        if self._window_edge(rule, at - _EPSILON, count) > -math.inf:
-            # The window, not the pacer, set this start: the budget is saturated, so no burst
-            # credit (otherwise every burst would come back one window later, when it ages out).
+        if self._window_edge(rule, at - 2 * _EPSILON, count) > -math.inf:
+            # The window, not the pacer, set this start (`earliest` puts it _EPSILON after the
+            # block that aged out): the budget is saturated, so no burst credit (otherwise every
+            # burst would come back one window later, when it ages out).
             due = max(due, at + (rule.burst - 1) * rule.interval)
         return Lane(_compacted((*self.blocks, Block(at, count))), max(due, at) + count * rule.interval)
 
@@ -205,19 +210,27 @@ def plan_lease(
     wanted: dict[str, int],
     horizons: dict[str, float],
 ) -> LeasePlan:
-    """Grant each lane up to `wanted[lane]` slots in one block, starting as early as the book allows
-    and not after `horizons[lane]` (an absolute time: a block that could only start later is not
-    granted, and costs nothing). Blocks older than a window and margin are dropped."""
+    """Grant each lane up to `wanted[lane]` slots, in one block or in a few pieces (each starting
+    as early as the book allows, when the window has room for it), none starting after
+    `horizons[lane]` (an absolute time: slots that could only start later are not granted, and cost
+    nothing). Blocks older than a window and margin are dropped."""
     lanes = {name: book.lane(name).pruned(rule, now) for name, rule in rules.items()}
     grants = []
     next_start = {}
     for name, rule in rules.items():
         lane = lanes[name]
-        count = min(max(0, wanted.get(name, 0)), rule.limit)
-        start = max(lane.earliest(rule, now, max(1, count)), book.paused_until)
-        if count and start <= horizons.get(name, math.inf):
+        left = min(max(0, wanted.get(name, 0)), rule.limit)
+        horizon = horizons.get(name, math.inf)
+        start = max(lane.earliest(rule, now, 1), book.paused_until)
+        # In pieces: as many slots as the book has room for at the earliest start, then the rest
+        # as the window frees more. A block waiting for room for all its slots at once would leave
+        # the room that older, smaller blocks free idle meanwhile (and that pattern repeats every
+        # window): the pieces keep a saturated window full, still at one lease's storage cost.
+        while left and start <= horizon:
+            count = min(left, lane.room(rule, start))
             lane = lane.granted(rule, start, count)
             grants.append(Grant(name, start, start + rule.use_within, count))
+            left -= count
             start = max(lane.earliest(rule, now, 1), book.paused_until)
         lanes[name] = lane
         next_start[name] = start
