@@ -203,10 +203,13 @@ def host_environment(
     return env
 
 
-def write_host_json(path: Path, **queue_options: Any) -> Path:
-    """The project's host.json with queue options overridden (batchSize, newBatchThreshold, ...)."""
+def write_host_json(path: Path, *, functions: list[str] | None = None, **queue_options: Any) -> Path:
+    """The project's host.json with queue options overridden (batchSize, newBatchThreshold, ...)
+    and, with `functions`, only those functions run by the host (host.json `functions`)."""
     document = json.loads((PROJECT_ROOT / "host.json").read_text())
     document.setdefault("extensions", {}).setdefault("queues", {}).update(queue_options)
+    if functions is not None:
+        document["functions"] = functions
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2))
     return path

@@ -2,10 +2,12 @@
 
     .venv/bin/python -m bench.throughput --requests 1000 [--hosts 4]
 
-Starts Azurite (in memory, access log on), the Intune simulator (Intune's throttling budget of 200
-POST / 2,000 requests per 20 s, 150 ms per Graph call) and N product hosts (`python -m devstack
-host`, one Graph budget for all of them: docs/decisions/0013-shared-graph-budget.md) as separate
-processes. Then:
+Starts Azurite (data in a scratch directory, access log on: docs/decisions/0026), the Intune
+simulator (Intune's throttling budget of 200 POST / 2,000 requests per 20 s, 150 ms per Graph call)
+and N product hosts (`python -m devstack host`, one Graph budget for all of them:
+docs/decisions/0013-shared-graph-budget.md) as separate processes. The first host runs every
+function; the others run the request function only, as the instances Flex Consumption's
+per-function scaling adds for it would (`--every-host-runs-all` to run everything everywhere). Then:
 
 1. baseline, the peers' approach: one request at a time, sequentially, the same Graph calls through
    the same gateway (resolve the device, choose the action, call it), on its own devices;
@@ -272,6 +274,14 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     host_json = write_host_json(
         OUT / "host.bench.json", batchSize=args.batch_size, newBatchThreshold=args.new_batch_threshold
     )
+    # Flex Consumption scales each queue-triggered function on instances of its own: the hosts
+    # after the first run the request function only, as the instances it scales out to would.
+    scaled_json = write_host_json(
+        OUT / "host.bench.scaled.json",
+        functions=None if args.every_host_runs_all else [REQUEST_FUNCTION],
+        batchSize=args.batch_size,
+        newBatchThreshold=args.new_batch_threshold,
+    )
     settings_file = OUT / "no-local-settings.json"  # none: the host reads its settings from the environment
 
     (OUT / "azurite.log").unlink(missing_ok=True)  # Azurite appends to its log
@@ -297,7 +307,11 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             hosts = await asyncio.gather(
                 *(
                     asyncio.to_thread(
-                        launch, host_args(host_json, settings_file), env, HOST_READY, OUT / f"host-{n}.log"
+                        launch,
+                        host_args(host_json if n == 0 else scaled_json, settings_file),
+                        env,
+                        HOST_READY,
+                        OUT / f"host-{n}.log",
                     )
                     for n in range(args.hosts)
                 )
@@ -331,6 +345,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return figures(args, main_requests, run, calls, storage, rss, baseline, hosts, throttle, cpu, budget_ops)
 
 
+REQUEST_FUNCTION = "reset_request"  # function_app.py's queue-triggered request function
 BUDGET_ENTITY = "graph-budget"  # the shared budget's entity (PartitionKey `$graph-budget`) in access-log lines
 
 
@@ -390,6 +405,7 @@ def figures(
     throttled = sum(1 for c in calls if c.get("status") == 429)
     result: dict[str, Any] = {
         "hosts": args.hosts,
+        "scaled_hosts_run": "every function" if args.every_host_runs_all else REQUEST_FUNCTION,
         "requests": len(requests),
         "elapsed_s": round(elapsed, 2),
         "actions": len(actions),
@@ -462,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         help="CONFIRM_FIRST_CHECK_SECONDS; the default keeps confirmation checks out of the measured window",
     )
     parser.add_argument("--hosts", type=int, default=1, help="product hosts sharing the one Graph budget (default 1)")
+    parser.add_argument(
+        "--every-host-runs-all",
+        action="store_true",
+        help="every host runs every function (default: hosts after the first run the request function only, "
+        "as Flex Consumption's per-function scaling does)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting for outcomes after (s)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ from devstack.host.indexing import (
 )
 from devstack.host.invoker import Invoker, thread_count
 from devstack.host.logs import log
-from devstack.host.options import MIN_POLLING_INTERVAL, load_host_options
+from devstack.host.options import MIN_POLLING_INTERVAL, HostOptions, load_host_options
 from devstack.host.queue_listener import QueueListener
 from devstack.host.routes import HttpRoute
 from devstack.host.storage import QueueStore
@@ -99,7 +99,9 @@ class DevHost:
             self._saved_env = {name: os.environ.get(name) for name in self.settings}
             os.environ.update({name: str(value) for name, value in self.settings.items()})
         app = load_app(self._app_ref) if isinstance(self._app_ref, str) else self._app_ref
-        self.functions = [build_function(indexed, self.settings) for indexed in index_functions(app)]
+        self.functions = enabled_functions(
+            [build_function(indexed, self.settings) for indexed in index_functions(app)], self.options, self.settings
+        )
         self._check_function_key()
         for definition in self.functions:
             if isinstance(definition.trigger, QueueBinding):
@@ -240,3 +242,24 @@ class DevHost:
                     f"{FUNCTION_KEY_SETTING} is not set; generated a function key for this run",
                     extra={"function_key": self.function_key},
                 )
+
+
+def enabled_functions(
+    functions: list[FunctionDef], options: HostOptions, settings: Mapping[str, str]
+) -> list[FunctionDef]:
+    """The functions this host runs: those named in host.json `functions` (all when it is empty),
+    less those whose `AzureWebJobs.<name>.Disabled` setting is true, as the Functions host does
+    (https://learn.microsoft.com/azure/azure-functions/disable-function). A name in `functions`
+    that the app does not have is an error, not a host that silently runs nothing."""
+    known = {definition.name for definition in functions}
+    unknown = [name for name in options.functions if name not in known]
+    if unknown:
+        raise HostConfigurationError(f"host.json functions: the app has no function {', '.join(map(repr, unknown))}")
+    chosen = []
+    for definition in functions:
+        flag = str(settings.get(f"AzureWebJobs.{definition.name}.Disabled", "")).strip().lower()
+        if (options.functions and definition.name not in options.functions) or flag in ("true", "1"):
+            log.info("function disabled", extra={"function": definition.name})
+            continue
+        chosen.append(definition)
+    return chosen

@@ -1,5 +1,5 @@
 """host.json: the parts the devstack host honours (``extensions.queues``, ``extensions.http.routePrefix``,
-``functionTimeout``, ``logging.logLevel``), with the Functions host's defaults."""
+``functionTimeout``, ``logging.logLevel``, ``functions``), with the Functions host's defaults."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ class HostOptions:
     route_prefix: str = "api"
     function_timeout: float | None = None
     function_log_level: int = logging.INFO
+    # host.json `functions`: the functions this host runs (empty: all). Azure's own way to run part
+    # of an app on an instance is per-function scaling (Flex Consumption) or the
+    # `AzureWebJobs.<name>.Disabled` app setting; the host honours both (devhost.enabled_functions).
+    functions: tuple[str, ...] = ()
 
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?$")
@@ -111,7 +115,14 @@ def parse_host_json(document: Mapping[str, Any]) -> HostOptions:
         route_prefix=str((extensions.get("http") or {}).get("routePrefix", "api")).strip("/"),
         function_timeout=None if timeout in (None, "-1") else parse_timespan(timeout, "functionTimeout"),
         function_log_level=_LOG_LEVELS[level_name],
+        functions=_function_names(document.get("functions", [])),
     )
+
+
+def _function_names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise HostConfigurationError(f"host.json functions: expected a list of function names, got {value!r}")
+    return tuple(value)
 
 
 def load_host_options(host_json: Mapping[str, Any] | str | os.PathLike[str] | None) -> HostOptions:

@@ -7,7 +7,7 @@ transport, shared/adapters/graph_transport.py), like the per-process `GraphBudge
 - Calls waiting for a slot are served from blocks of slots the process leased from the shared
   book (shared/core/budget_book.py: the rules, pure). One lease is one read and one conditional
   write of one table entity (`PartitionKey` `$graph-budget` in the ledger table), for as many
-  slots as calls are waiting (up to 5 % of the budget), so the storage cost per Graph call stays
+  slots as calls are waiting (up to 10 % of the budget), so the storage cost per Graph call stays
   a fraction of one operation under load. One lease at a time per process; a lost race (412) reads
   again.
 - An action waits in process for its slot up to `max_hold` (30 s): instances hold their callers'

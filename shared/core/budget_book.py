@@ -16,9 +16,11 @@ it leases a *block* of slots for the calls waiting in it, and spends them itself
   block's calls fall inside its use time, no window of Intune's holds more than `limit` of them:
   every block a window of Intune's can see started within `window + margin` of the newest one, and
   the book never grants a block that would put more than `limit` slots in such a span.
-- A pacer (GCRA) in front: one slot every `(window + margin) / limit` seconds, a burst of 5 % of the
-  limit after a quiet spell, so that a backlog runs at the budget's rate instead of spending a
+- A pacer (GCRA) in front: one slot every `(window + margin) / limit` seconds, a burst of 10 % of
+  the limit after a quiet spell, so that a backlog runs at the budget's rate instead of spending a
   whole window's budget in its first second and idling for the rest (decision 0007).
+- A lease that finds the window full takes its slots in pieces, as the window frees room, rather
+  than waiting for room for all of them at once (which left freed room idle, every window).
 - Blocks start in time order in each lane (a grant never starts before the last one), which keeps
   the window check a sum over the blocks that still count.
 - A 429 from Graph pauses every instance: the book's `paused_until`; no block starts before it.

@@ -108,3 +108,20 @@ def token_app(recorder: Recorder) -> func.FunctionApp:
         out.set("done")
 
     return app
+
+
+def two_queues_app(recorder: Recorder) -> func.FunctionApp:
+    """`first` reads %FIRST_QUEUE%, `second` %SECOND_QUEUE%; each records `<name>:<body>`."""
+    app = func.FunctionApp()
+
+    @app.function_name("first")
+    @app.queue_trigger(arg_name="msg", queue_name="%FIRST_QUEUE%", connection=STORAGE)
+    def first(msg: func.QueueMessage) -> None:
+        recorder.add(f"first:{msg.get_body().decode()}")
+
+    @app.function_name("second")
+    @app.queue_trigger(arg_name="msg", queue_name="%SECOND_QUEUE%", connection=STORAGE)
+    def second(msg: func.QueueMessage) -> None:
+        recorder.add(f"second:{msg.get_body().decode()}")
+
+    return app

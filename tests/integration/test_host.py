@@ -86,6 +86,39 @@ async def test_message_already_over_the_limit_goes_to_poison_without_invocation(
     assert await queues.read_all(f"{name}-poison") == ["stale"]
 
 
+@pytest.mark.parametrize(
+    ("host_json_functions", "settings"),
+    [
+        (["first"], {}),  # host.json `functions`: only the functions named run
+        (None, {"AzureWebJobs.second.Disabled": "true"}),  # Azure's app setting to disable one
+    ],
+    ids=["host.json functions", "AzureWebJobs.<name>.Disabled"],
+)
+async def test_a_host_runs_only_its_enabled_functions(
+    start_host, queues: Queues, host_json_functions: list[str] | None, settings: dict[str, str]
+) -> None:
+    recorder, first, second = Recorder(), queues.new("first"), queues.new("second")
+    host_json = fast_host_json(messageEncoding="none")
+    if host_json_functions is not None:
+        host_json["functions"] = host_json_functions
+    settings = {"FIRST_QUEUE": first, "SECOND_QUEUE": second, **settings}
+    async with start_host(queue_app.two_queues_app(recorder), settings, host_json) as host:
+        await queues.send(first, "a")
+        await queues.send(second, "b")
+        await host.drain([first], timeout=10)
+        await asyncio.sleep(0.5)  # the second function would have run by now
+    assert recorder.snapshot() == ["first:a"]
+    assert await queues.read_all(second) == ["b"]  # left for the instances that run it
+
+
+async def test_host_json_functions_naming_no_function_of_the_app_fails_start(start_host, queues: Queues) -> None:
+    host_json = {**fast_host_json(messageEncoding="none"), "functions": ["first", "thrid"]}
+    settings = {"FIRST_QUEUE": queues.new("first"), "SECOND_QUEUE": queues.new("second")}
+    with pytest.raises(HostConfigurationError, match="no function 'thrid'"):
+        async with start_host(queue_app.two_queues_app(Recorder()), settings, host_json):
+            pass
+
+
 async def test_output_is_written_only_when_the_function_succeeds(start_host, queues: Queues) -> None:
     recorder, source, target = Recorder(), queues.new("in"), queues.new("out")
     host_json = fast_host_json(maxDequeueCount=1, messageEncoding="none")
