@@ -77,7 +77,7 @@ async def test_two_hosts_share_intunes_budget_without_a_window_over_it(tmp_path:
     throughput.OUT = tmp_path  # keep bench/out for real benchmark runs
     args = argparse.Namespace(
         requests=150, baseline=0, hosts=2, latency_ms=150.0, batch_size=16, new_batch_threshold=8,
-        confirm_first_check=3600, timeout=60.0, seed=11,
+        confirm_first_check=3600, timeout=60.0, seed=11, every_host_runs_all=False,
     )  # fmt: skip
     result = await throughput.benchmark(args)
     summary = {k: v for k, v in result.items() if k != "storage_ops_by_kind"}
