@@ -271,16 +271,14 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     main_requests, main_devices = plan_requests(args.requests, prefix="run", seed=args.seed)
     base_requests, base_devices = plan_requests(args.baseline, prefix="seq", seed=args.seed + 1)
-    host_json = write_host_json(
-        OUT / "host.bench.json", batchSize=args.batch_size, newBatchThreshold=args.new_batch_threshold
-    )
+    queue_options = {"batchSize": args.batch_size, "newBatchThreshold": args.new_batch_threshold}
+    host_json = write_host_json(OUT / "host.bench.json", **queue_options)
     # Flex Consumption scales each queue-triggered function on instances of its own: the hosts
     # after the first run the request function only, as the instances it scales out to would.
-    scaled_json = write_host_json(
-        OUT / "host.bench.scaled.json",
-        functions=None if args.every_host_runs_all else [REQUEST_FUNCTION],
-        batchSize=args.batch_size,
-        newBatchThreshold=args.new_batch_threshold,
+    scaled_json = (
+        host_json
+        if args.every_host_runs_all
+        else write_host_json(OUT / "host.bench.scaled.json", functions=[REQUEST_FUNCTION], **queue_options)
     )
     settings_file = OUT / "no-local-settings.json"  # none: the host reads its settings from the environment
 
