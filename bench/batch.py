@@ -18,10 +18,13 @@ identifier kinds, 10 % without a supported action: bench/stack.py's plan), then:
 Prints one JSON line: items, elapsed_s (POST to the last item's first outcome), expansion_s,
 budget_utilisation (action POSTs Intune accepted per second over Intune's 10 per second, in the
 window from the POST to the last first outcome), failed (items and singles whose first outcome is
-`failed`, or that have none), single_p95_ms, storage_ops_per_item (every storage request Azurite
-served in that window, less the benchmark's own, over the items and singles: the confirmation
-checks that fall in the window included, `later_events` of them, and `followup_queue_ops` the
-follow-up queue's share), peak_rss_mb (the host). Writes docs/img/batch.png (items by status over
+`failed`, or that have none), single_p95_ms, storage_ops_per_item (the storage requests Azurite
+served in that window, less the benchmark's own and less those of the confirmation checks that
+fall in the window, over the items and singles: what taking an item to its first outcome costs,
+as `bench.throughput`'s storage_ops_per_request counts it for single requests),
+storage_ops_per_item_with_confirmations (the same with the confirmation checks' requests), and
+confirmation_checks / confirmation_ops_per_check (`confirmation_ops` says how they are told apart
+in Azurite's access log), peak_rss_mb (the host). Writes docs/img/batch.png (items by status over
 time; single requests' latency) and bench/out/batch.json.
 """
 
@@ -45,6 +48,7 @@ from bench.stack import (
     SIMULATOR_READY,
     BenchRequest,
     CountingAzurite,
+    LoggedRequest,
     Service,
     host_args,
     host_environment,
@@ -62,6 +66,7 @@ from devstack.simulator.control import SimulatorControl
 OUT = PROJECT_ROOT / "bench" / "out"
 CHART = PROJECT_ROOT / "docs" / "img" / "batch.png"
 BUDGET_PER_S = 200 / 20  # Intune's action budget
+FOLLOWUPS = "passcode-reset-followups"
 
 
 def batch_body(batch_id: str, items: list[BenchRequest]) -> dict[str, Any]:
@@ -229,9 +234,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(host.stop)
         if simulator is not None:
             await asyncio.to_thread(simulator.stop)
-        storage = azurite.storage_requests(*window) if window else Counter()
+        logged = list(azurite.logged_requests(*window)) if window else []
         await asyncio.to_thread(azurite.stop)
-    return figures(args, batch_id, items, run, calls, storage, rss)
+    return figures(args, batch_id, items, run, calls, logged, rss)
 
 
 def figures(
@@ -240,9 +245,10 @@ def figures(
     items: list[BenchRequest],
     run: Run,
     calls: list[dict[str, Any]],
-    storage: Counter[str],
+    logged: list[LoggedRequest],
     rss: list[tuple[float, float]],
 ) -> dict[str, Any]:
+    storage = Counter(request.kind for request in logged)
     item_ids = [f"{batch_id}.{n}" for n in range(1, len(items) + 1)]
     item_firsts = [run.first[i] for i in item_ids if i in run.first]
     last = max((t for _, t in item_firsts), default=time.time())
@@ -259,6 +265,8 @@ def figures(
     missing = len(items) - len(item_firsts)
     work = len(items) + len(run.single_sent)
     host_storage = sum(storage.values()) - run.bench_storage
+    confirming = confirmation_ops(logged, run, args.confirm_first_check)
+    checks = storage.get(f"DELETE {FOLLOWUPS}/messages/<id>", 0)
     result: dict[str, Any] = {
         "items": len(items),
         "elapsed_s": round(elapsed, 1),
@@ -271,10 +279,13 @@ def figures(
         "singles_submitted": len(single_latency),
         "singles_without_outcome": sum(1 for rid in run.single_sent if rid not in run.first),
         "single_503_retries": run.single_retries,
-        "storage_ops_per_item": round(host_storage / work, 2) if work else None,
+        "storage_ops_per_item": round((host_storage - confirming) / work, 2) if work else None,
+        "storage_ops_per_item_with_confirmations": round(host_storage / work, 2) if work else None,
         "confirm_first_check_s": args.confirm_first_check,
+        "confirmation_checks": checks,
+        "confirmation_ops_per_check": round(confirming / checks, 2) if checks else None,
         "later_events": run.later_events,
-        "followup_queue_ops": sum(n for kind, n in storage.items() if "-followups" in kind),
+        "followup_queue_ops": sum(n for kind, n in storage.items() if FOLLOWUPS in kind),
         "peak_rss_mb": round(max((mb for _, mb in rss), default=0.0), 1),
         "outcomes": dict(sorted(statuses.items())),
         "no_outcome": missing,
@@ -287,6 +298,34 @@ def figures(
     chart(run, item_ids, single_latency, args.chart)
     (OUT / "batch.json").write_text(json.dumps({"result": result, "polls": run.polls}, indent=2))
     return result
+
+
+def confirmation_ops(logged: list[LoggedRequest], run: Run, first_check: int) -> int:
+    """The storage requests of the confirmation checks among `logged`: the follow-up queue's
+    receives and deletes and its messages beyond each submitted request's first check (a check
+    that looks again), and the ledger reads and writes of a submitted request from half its first
+    check's delay after its `submitted` event on (the request path has written its last by then:
+    the record before the event), with one results-queue message per such write (the event of a
+    final outcome; a check that looks again writes nothing)."""
+    submitted_at = {rid: at for rid, (status, at) in run.first.items() if status == "submitted"}
+    after = max(2.0, first_check / 2)
+    ledger_reads = ledger_writes = followup_ops = followup_posts = 0
+    for request in logged:
+        if FOLLOWUPS in request.kind:
+            if request.kind.startswith("POST "):
+                followup_posts += 1
+            else:
+                followup_ops += 1
+            continue
+        at = submitted_at.get(request.partition_key or "")
+        if at is None or request.at < at + after:
+            continue
+        if request.kind.startswith("GET "):
+            ledger_reads += 1
+        elif request.kind.startswith(("PUT ", "MERGE ", "PATCH ")):
+            ledger_writes += 1
+    looked_again = max(0, followup_posts - len(submitted_at))
+    return followup_ops + looked_again + ledger_reads + 2 * ledger_writes
 
 
 def chart(run: Run, item_ids: list[str], single_latency: list[float], path: Path) -> None:

@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,6 +79,22 @@ class CountingAzurite(Azurite):
             text = log.read(max(0, end - start)).decode("utf-8", errors="replace")
         return Counter(kind for line in text.splitlines() if (kind := request_kind(line)) is not None)
 
+    def logged_requests(self, start: int, end: int) -> Iterator[LoggedRequest]:
+        """Each storage request logged between two log offsets: when (the log's whole second),
+        its kind (see `request_kind`) and, for a table entity, its PartitionKey."""
+        assert self._log_path is not None
+        with open(self._log_path, "rb") as log:
+            log.seek(start)
+            text = log.read(max(0, end - start)).decode("utf-8", errors="replace")
+        for line in text.splitlines():
+            kind = request_kind(line)
+            stamp = _ACCESS_TIME.search(line)
+            if kind is None or stamp is None:
+                continue
+            key = _ENTITY_KEY.search(line)
+            at = datetime.strptime(stamp.group(1), "%d/%b/%Y:%H:%M:%S %z").timestamp()
+            yield LoggedRequest(at, kind, key.group(1) if key else None)
+
     def lines_containing(self, needle: str, start: int, end: int) -> int:
         """Storage requests logged between two log offsets whose line contains `needle`."""
         assert self._log_path is not None
@@ -87,6 +104,15 @@ class CountingAzurite(Azurite):
         return sum(1 for line in text.splitlines() if needle in line and request_kind(line) is not None)
 
 
+@dataclass(frozen=True)
+class LoggedRequest:
+    at: float  # epoch seconds, whole seconds as Azurite's access log writes them
+    kind: str
+    partition_key: str | None  # a table entity's, from its URL (an insert names it in its body: None)
+
+
+_ACCESS_TIME = re.compile(r"\[(\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\]")
+_ENTITY_KEY = re.compile(r"\(PartitionKey='([^']*)',RowKey='[^']*'\)")
 _ACCESS_LINE = re.compile(r'"(GET|POST|PUT|PATCH|MERGE|DELETE|HEAD|OPTIONS) /[^/ ]+/([^ ?]*)[^"]*" (\d{3})')
 
 
@@ -304,8 +330,6 @@ def percentile(values: list[float], share: float) -> float:
 
 def parse_time(text: str) -> float:
     """Epoch seconds of an ISO 8601 time (CloudEvents `time`, simulator call log)."""
-    from datetime import datetime
-
     cleaned = text.replace("Z", "+00:00")
     head, dot, tail = cleaned.partition(".")
     if dot:  # Python 3.11 reads at most 6 fractional digits; Graph writes 7

@@ -127,31 +127,35 @@ class TableLedger:
         return replace(record, etag=metadata.get("etag"))
 
     async def claim_device(self, device_id: str, request_id: str, now: datetime, window: timedelta) -> DeviceClaim:
+        """Insert first, read only when a claim exists: a device with no claim (most) costs one
+        storage operation instead of a read and an insert."""
         key = _device_key(device_id)
+        claim = {"PartitionKey": key, "RowKey": COOLDOWN_ROW, "RequestId": request_id, "ClaimedAt": iso(now)}
         with storage_errors("device claim"):
             for _ in range(5):
                 try:
+                    await self._table.create_entity(claim)
+                    return DeviceClaim(True)
+                except ResourceExistsError:
+                    pass
+                try:
                     entity = await self._table.get_entity(key, COOLDOWN_ROW)
                 except ResourceNotFoundError:
-                    entity = None
-                if entity is not None and entity.get("RequestId") != request_id:
+                    continue  # released meanwhile: insert again
+                if entity.get("RequestId") != request_id:
                     since = parse_iso(entity.get("ClaimedAt"))
                     if since is not None and now - since < window:
                         return DeviceClaim(False, entity.get("RequestId"), since)
-                claim = {"PartitionKey": key, "RowKey": COOLDOWN_ROW, "RequestId": request_id, "ClaimedAt": iso(now)}
                 try:
-                    if entity is None:
-                        await self._table.create_entity(claim)
-                    else:
-                        await self._table.update_entity(
-                            claim,
-                            mode=_replace_mode(),
-                            etag=entity.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
-                        )
+                    await self._table.update_entity(
+                        claim,
+                        mode=_replace_mode(),
+                        etag=entity.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
                     return DeviceClaim(True)
-                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                    continue  # another request claimed it meanwhile: look again
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue  # another request claimed or released it meanwhile: look again
         raise StorageConflict(f"device {device_id} cooldown row kept changing")
 
     async def release_device(self, device_id: str, request_id: str) -> None:

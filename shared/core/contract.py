@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_MESSAGE_BYTES = 64 * 1024
+# The request message member a batch names its item's batch with (never part of the request).
+BATCH_MEMBER = "batchId"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 GUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 # Printable text without control characters: identifiers and audit fields end up in OData
@@ -137,12 +139,15 @@ class ResetRequest(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
 
-    def to_message(self, trace_context: Mapping[str, str] | None = None) -> str:
+    def to_message(self, trace_context: Mapping[str, str] | None = None, *, batch_id: str | None = None) -> str:
         """The queue message for this request: its JSON plus the W3C trace context members
         (docs/decisions/0009-trace-context.md). The model ignores them when reading, so they never
-        reach the payload hash or the ledger."""
+        reach the payload hash or the ledger. A batch item released without a ledger record also
+        names its `batchId` (docs/decisions/0027-batch-items-released-as-messages.md)."""
         document = self.model_dump(mode="json", exclude_none=True)
         document.update(trace_members(trace_context or {}))
+        if batch_id is not None:
+            document[BATCH_MEMBER] = batch_id
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -166,6 +171,9 @@ class RequestMessage:
 
     request: ResetRequest | InvalidRequest
     trace_context: dict[str, str]
+    # The `batchId` member as written (a string, else None); only the request function decides
+    # whether it names this request's batch (shared/workflow/request.py).
+    batch_id: str | None = None
 
 
 def read_request_message(body: bytes | str, *, require_request_id: bool = True) -> RequestMessage:
@@ -191,7 +199,12 @@ def read_request_message(body: bytes | str, *, require_request_id: bool = True) 
             )
         return RequestMessage(InvalidRequest("message is neither JSON nor base64-encoded JSON"), {})
     context = trace_members(document) if isinstance(document, dict) else {}
-    return RequestMessage(validate_request(document, require_request_id=require_request_id), context)
+    batch_id = document.get(BATCH_MEMBER) if isinstance(document, dict) else None
+    return RequestMessage(
+        validate_request(document, require_request_id=require_request_id),
+        context,
+        batch_id if isinstance(batch_id, str) else None,
+    )
 
 
 def validate_request(document: Any, *, require_request_id: bool = True) -> ResetRequest | InvalidRequest:

@@ -52,7 +52,7 @@ from shared.core.contract import MAX_MESSAGE_BYTES, DeviceRef, ReasonCode, Reset
 from shared.core.errors import GraphPermanentError, GraphTransientError, StorageConflict, StorageUnavailable
 from shared.core.events import derived_event_id
 from shared.core.lifecycle import State, new_record
-from shared.observability import logs
+from shared.observability import logs, telemetry
 from shared.ports import BatchItems, BatchStore, DelayedQueue, EventPublisher, GroupDirectory, Ledger
 from shared.workflow.approval import decide_many
 from shared.workflow.outcome import Outcomes
@@ -326,11 +326,12 @@ async def _release(record: BatchRecord, s: BatchServices) -> None:
     cursor is recorded after each round, so a crash repeats at most one round (harmlessly)."""
     deadline = asyncio.get_running_loop().time() + RELEASE_WINDOW_SECONDS
     items = record.items or 0
+    chunks_read: dict[int, list[list[str]]] = {}
     while record.cursor < items:
         try:
             count = s.pacing.release_count(record, await s.requests_queue.depth())
             if count:
-                await _release_items(record, s, record.cursor + 1, record.cursor + count)
+                await _release_items(record, s, record.cursor + 1, record.cursor + count, chunks_read)
         except StorageUnavailable:
             # Come back in a moment rather than fail the step, whose message would then stay
             # invisible for the host's visibilityTimeout (30 s) with the pipeline running dry.
@@ -354,8 +355,10 @@ async def _release(record: BatchRecord, s: BatchServices) -> None:
     await _advance(record, s, 0)
 
 
-async def _release_items(record: BatchRecord, s: BatchServices, first: int, last: int) -> None:
-    refs = await _load_items(record, s, first, last)
+async def _release_items(
+    record: BatchRecord, s: BatchServices, first: int, last: int, chunks_read: dict[int, list[list[str]]]
+) -> None:
+    refs = await _load_items(record, s, first, last, chunks_read)
     semaphore = asyncio.Semaphore(RELEASE_CONCURRENCY)
     verdict = item_verdict(record)
 
@@ -365,6 +368,15 @@ async def _release_items(record: BatchRecord, s: BatchServices, first: int, last
             if verdict.end_code is not None:
                 await _end_item(record, s, request, verdict)
                 return
+            if verdict.approval is None:
+                # The request function records the item when it takes it (counted as pending
+                # until then, as a `queued` record would be): decision 0027.
+                await s.requests_queue.send_message(
+                    request.to_message(telemetry.current_trace_context(), batch_id=record.batch_id)
+                )
+                return
+            # Approved with its batch: the decision is recorded here, never carried by a message
+            # (anyone who can write to the request queue could write one).
             submission = await submit_request(
                 request,
                 ledger=s.ledger,
@@ -482,10 +494,18 @@ async def _rows(record: BatchRecord, s: BatchServices) -> list[ItemRow]:
     return await s.items.rows(record.batch_id, items, details=False) if items else []
 
 
-async def _load_items(record: BatchRecord, s: BatchServices, first: int, last: int) -> list[DeviceRef]:
+async def _load_items(
+    record: BatchRecord, s: BatchServices, first: int, last: int, read: dict[int, list[list[str]]] | None = None
+) -> list[DeviceRef]:
+    """Items first..last (1-based). `read` keeps the chunks read so far for the next call of the
+    same step: a chunk never changes (its name holds the batch's payload hash)."""
     refs: list[DeviceRef] = []
+    read = {} if read is None else read
     for index in range(chunk_of(first), chunk_of(last) + 1):
-        chunk = await s.store.read_chunk(record.batch_id, record.payload_hash, index)
+        chunk = read.get(index)
+        if chunk is None:
+            read.clear()  # a step moves forward through the chunks: keep the one it is in
+            chunk = read[index] = await s.store.read_chunk(record.batch_id, record.payload_hash, index)
         base = index * CHUNK_ITEMS
         for offset, (kind, value) in enumerate(chunk):
             if first <= base + offset + 1 <= last:

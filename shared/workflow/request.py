@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from shared.core import lifecycle
 from shared.core.approvals import GuardrailSlot, Hold, approval_hold, requester_check
+from shared.core.batches import item_number
 from shared.core.contract import EventDevice, InvalidRequest, ReasonCode, ResetRequest, Status, read_request_message
 from shared.core.device import ActionResult, IntuneDevice, our_action_result
 from shared.core.errors import (
@@ -83,17 +84,19 @@ async def _handle_request_message(body: bytes, services: Services, message_id: s
             await outcomes.unrecorded(Status.REJECTED, ReasonCode.INVALID_REQUEST, parsed.message, event_id)
             return
         span.set("requestId", parsed.requestId)
-        run = RequestRun(services, parsed)
+        run = RequestRun(services, parsed, batch_id=_item_batch(parsed, message.batch_id))
         await (run.settle_poison() if poisoned else run.run())
 
 
 class RequestRun:
     """One delivery of one valid request."""
 
-    def __init__(self, services: Services, request: ResetRequest) -> None:
+    def __init__(self, services: Services, request: ResetRequest, *, batch_id: str | None = None) -> None:
         self.s = services
         self.request = request
         self.request_id = str(request.requestId)
+        # Set for a batch item its batch released as a message alone: the record is created here.
+        self.batch_id = batch_id
         self.outcomes = Outcomes(services, request, self.request_id)
         logs.bind(requestId=self.request_id, correlationId=request.correlationId)
 
@@ -318,11 +321,17 @@ class RequestRun:
 
     async def _load_or_create(self) -> LedgerRecord | None:
         """The request's record, created on first sight; None when the requestId is taken by
-        a different payload (request_conflict, published here)."""
-        record = await self.s.ledger.get(self.request_id)
+        a different payload (request_conflict, published here).
+
+        A batch item released as a message alone has no record yet as a rule: it is created first
+        and read only when it exists (a repeated release, a redelivery), one storage operation
+        where reading first takes two (docs/decisions/0027-batch-items-released-as-messages.md)."""
+        record = None if self.batch_id is not None else await self.s.ledger.get(self.request_id)
         if record is None:
+            note = "batch item" if self.batch_id is not None else None
+            fresh = new_record(self.request, State.PROCESSING, self.s.clock(), note, batch_id=self.batch_id)
             try:
-                record = await self.s.ledger.create(new_record(self.request, State.PROCESSING, self.s.clock()))
+                record = await self.s.ledger.create(fresh)
             except StorageConflict:
                 record = await self.outcomes.reload()
         payload_hash = self.request.payload_hash()
@@ -369,6 +378,14 @@ async def find_our_action(services: Services, record: LedgerRecord) -> ActionRes
         return None
     results = await services.gateway.action_results(record.device_id)
     return our_action_result(results, Action(record.action), record.action_started_at, services.policy.clock_tolerance)
+
+
+def _item_batch(request: ResetRequest, batch_id: str | None) -> str | None:
+    """The message's `batchId` when the request is that batch's item `<batchId>.<n>`, else None:
+    a batch id that does not name the request's own batch is ignored, like any unknown member."""
+    if batch_id is None or item_number(batch_id, str(request.requestId)) is None:
+        return None
+    return batch_id
 
 
 def _device_summary(device: IntuneDevice, decision: Decision) -> EventDevice:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -76,3 +77,18 @@ async def test_released_claim_frees_the_device(ledger: TableLedger) -> None:
     assert not (await ledger.claim_device("DEV-B", "R-22", now, window)).granted
     await ledger.release_device("DEV-B", "R-20")
     assert (await ledger.claim_device("DEV-B", "R-22", now, window)).granted
+
+
+async def test_racing_claims_of_one_device_grant_exactly_one(ledger: TableLedger) -> None:
+    """Ten requests claim one free device at once (an insert each, a read only for the losers),
+    and ten more claim a device whose cooldown ran out (a conditional update each): one wins."""
+    now = utcnow()
+    window = timedelta(seconds=900)
+    free = await asyncio.gather(*(ledger.claim_device("DEV-C", f"R-3{n}", now, window) for n in range(10)))
+    assert sum(claim.granted for claim in free) == 1
+    winner = next(f"R-3{n}" for n, claim in enumerate(free) if claim.granted)
+    assert {claim.blocking_request_id for claim in free if not claim.granted} == {winner}
+
+    later = now + timedelta(seconds=901)
+    expired = await asyncio.gather(*(ledger.claim_device("DEV-C", f"R-4{n}", later, window) for n in range(10)))
+    assert sum(claim.granted for claim in expired) == 1

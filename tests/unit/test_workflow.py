@@ -310,3 +310,33 @@ async def test_no_passcode_in_any_event() -> None:
     h.gateway.set_state(DEV, "done")
     await run_followups(h)
     assert "secret-1234" not in json.dumps(h.publisher.events)
+
+
+async def test_a_batch_item_released_as_a_message_is_recorded_with_its_batch_once() -> None:
+    """A batch releases an item as a message naming its batch (decision 0027): the request
+    function records it with the batch, its events carry the batchId, and a repeated release of
+    the same item (a release round done again after a crash) calls nothing a second time."""
+    h = harness()
+    h.gateway.add(device(DEV))
+    body = request("B-7.3", batchId="B-7")
+    await submit(h, body, message_id="b1")
+    await submit(h, body, message_id="b2")
+    assert h.gateway.action_calls == [(DEV, Action.RESET_PASSCODE)]
+    record = h.ledger.records["B-7.3"]
+    assert record.batch_id == "B-7" and record.history[0]["note"] == "batch item"
+    assert {e["data"]["batchId"] for e in h.publisher.events} == {"B-7"}
+    assert len({e["id"] for e in h.publisher.events}) == 1  # the repeat republishes the same event
+
+
+async def test_a_batch_id_that_is_not_the_request_ids_own_batch_is_ignored() -> None:
+    """Any writer of the request queue can add members; a `batchId` counts only when the request
+    is that batch's item `<batchId>.<n>`, so a message cannot attach itself to another batch."""
+    h = harness()
+    h.gateway.add(device(DEV))
+    for request_id, claimed in (("REQ-9", "B-7"), ("B-7.03", "B-7"), ("B-7.3", "B"), ("B-7.x", "B-7")):
+        await submit(h, request(request_id, batchId=claimed), message_id=request_id)
+        assert h.ledger.records[request_id].batch_id is None, request_id
+        h.clock.advance(901)  # past the device's cooldown
+    assert {e["data"]["batchId"] for e in h.publisher.events} == {None}
+    await submit(h, request("B-8.1", batchId=["B-8"]), message_id="list")  # not a string: no batch id
+    assert h.ledger.records["B-8.1"].batch_id is None
