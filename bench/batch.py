@@ -13,7 +13,8 @@ identifier kinds, 10 % without a supported action: bench/stack.py's plan), then:
 2. while the batch runs, a single request every 2 s (`POST /api/resets`, a device of its own);
    `single_p95_ms` is the 95th percentile of POST to its `submitted` event;
 3. the results queue is read until every item has a first outcome; `GET /api/batches/{id}` is
-   polled every 10 s along the way.
+   polled every 10 s along the way (`--poll-seconds`: the batch API's `Retry-After`, as a Power
+   Automate flow waiting with `?until=done` would).
 
 Prints one JSON line: items, elapsed_s (POST to the last item's first outcome), expansion_s,
 budget_utilisation (action POSTs Intune accepted per second over Intune's 10 per second, in the
@@ -103,6 +104,7 @@ async def drive(
     singles: list[BenchRequest],
     run: Run,
     give_up_after: float,
+    poll_seconds: float = 10.0,
 ) -> None:
     from azure.storage.queue.aio import QueueServiceClient
 
@@ -144,7 +146,7 @@ async def drive(
                     state = await answer.json()
                 run.polls.append({"t": round(time.time() - run.started, 2), **state})
                 try:
-                    await asyncio.wait_for(finished.wait(), 10)
+                    await asyncio.wait_for(finished.wait(), poll_seconds)
                 except TimeoutError:
                     pass
 
@@ -223,6 +225,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 singles,
                 run,
                 args.timeout,
+                args.poll_seconds,
             )
             await asyncio.sleep(0.5)
             window = (start_log, azurite.log_size())
@@ -282,6 +285,7 @@ def figures(
         "storage_ops_per_item": round((host_storage - confirming) / work, 2) if work else None,
         "storage_ops_per_item_with_confirmations": round(host_storage / work, 2) if work else None,
         "confirm_first_check_s": args.confirm_first_check,
+        "poll_seconds": args.poll_seconds,
         "confirmation_checks": checks,
         "confirmation_ops_per_check": round(confirming / checks, 2) if checks else None,
         "later_events": run.later_events,
@@ -372,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         "in the queue, where every one slows each operation of Azurite's (docs/decisions/0026)",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=2400.0, help="give up waiting for outcomes after (s)")
+    parser.add_argument(
+        "--poll-seconds", type=float, default=10.0,
+        help="GET /api/batches/{id} every this many seconds (default 10, the API's Retry-After)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--chart", type=Path, default=CHART, help=f"where to write the chart (default {CHART})")
     args = parser.parse_args(argv)
