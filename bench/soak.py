@@ -184,7 +184,8 @@ class HostProcess:
 
 
 async def start_simulator(log_dir: Path, token: str, config: SoakConfig) -> tuple[Child, str]:
-    argv = [sys.executable, "-m", "devstack", "simulator", "--port", "0", "--token", token]
+    # One argument `--token=...`: a random token may start with "-", which argparse would read as an option.
+    argv = [sys.executable, "-m", "devstack", "simulator", "--port", "0", f"--token={token}"]
     argv += ["--complete-after", str(config.complete_after), "--seed", str(config.seed)]
     if config.hosts == 1:  # several hosts: Intune's budget on, so that the run shows they share it
         argv.append("--no-throttle")

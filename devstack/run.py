@@ -347,7 +347,8 @@ class Stack:
         return self.azurite
 
     async def start_simulator(self, token: str) -> str:
-        argv = [sys.executable, "-m", "devstack", "simulator", "--port", "0", "--token", token]
+        # One argument `--token=...`: a random token may start with "-", which argparse would read as an option.
+        argv = [sys.executable, "-m", "devstack", "simulator", "--port", "0", f"--token={token}"]
         child = self._spawn("simulator", [*argv, "--complete-after", "3"], os.environ)
         line = await child.wait_for_line(SIMULATOR_READY, timeout=30)
         return line[len(SIMULATOR_READY) :].split()[0]
