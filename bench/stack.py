@@ -71,22 +71,21 @@ class CountingAzurite(Azurite):
         assert self._log_path is not None
         return self._log_path.stat().st_size
 
-    def storage_requests(self, start: int, end: int) -> Counter[str]:
-        """Storage requests logged between two log offsets, by kind (see `request_kind`)."""
+    def log_lines(self, start: int, end: int) -> list[str]:
+        """The access-log lines between two log offsets."""
         assert self._log_path is not None
         with open(self._log_path, "rb") as log:
             log.seek(start)
-            text = log.read(max(0, end - start)).decode("utf-8", errors="replace")
-        return Counter(kind for line in text.splitlines() if (kind := request_kind(line)) is not None)
+            return log.read(max(0, end - start)).decode("utf-8", errors="replace").splitlines()
+
+    def storage_requests(self, start: int, end: int) -> Counter[str]:
+        """Storage requests logged between two log offsets, by kind (see `request_kind`)."""
+        return Counter(kind for line in self.log_lines(start, end) if (kind := request_kind(line)) is not None)
 
     def logged_requests(self, start: int, end: int) -> Iterator[LoggedRequest]:
         """Each storage request logged between two log offsets: when (the log's whole second),
         its kind (see `request_kind`) and, for a table entity, its PartitionKey."""
-        assert self._log_path is not None
-        with open(self._log_path, "rb") as log:
-            log.seek(start)
-            text = log.read(max(0, end - start)).decode("utf-8", errors="replace")
-        for line in text.splitlines():
+        for line in self.log_lines(start, end):
             kind = request_kind(line)
             stamp = _ACCESS_TIME.search(line)
             if kind is None or stamp is None:
@@ -97,11 +96,7 @@ class CountingAzurite(Azurite):
 
     def lines_containing(self, needle: str, start: int, end: int) -> int:
         """Storage requests logged between two log offsets whose line contains `needle`."""
-        assert self._log_path is not None
-        with open(self._log_path, "rb") as log:
-            log.seek(start)
-            text = log.read(max(0, end - start)).decode("utf-8", errors="replace")
-        return sum(1 for line in text.splitlines() if needle in line and request_kind(line) is not None)
+        return sum(1 for line in self.log_lines(start, end) if needle in line and request_kind(line) is not None)
 
 
 @dataclass(frozen=True)
