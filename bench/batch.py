@@ -25,8 +25,10 @@ fall in the window, over the items and singles: what taking an item to its first
 as `bench.throughput`'s storage_ops_per_request counts it for single requests),
 storage_ops_per_item_with_confirmations (the same with the confirmation checks' requests), and
 confirmation_checks / confirmation_ops_per_check (`confirmation_ops` says how they are told apart
-in Azurite's access log), peak_rss_mb (the host). Writes docs/img/batch.png (items by status over
-time; single requests' latency) and bench/out/batch.json.
+in Azurite's access log), peak_rss_mb (the host), host_cpu_ms_per_item, azurite_cpu_ms_per_item,
+simulator_cpu_ms_per_item (each process's CPU over the same window, confirmation checks included).
+Writes docs/img/batch.png (items by status over time; single requests' latency) and
+bench/out/batch.json.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from bench.stack import (
     simulator_args,
     write_host_json,
 )
-from bench.throughput import StorageCounter, add_devices, sample_rss
+from bench.throughput import StorageCounter, add_devices, process_cpu_seconds, sample_rss
 from devstack.children import run_ending_children
 from devstack.simulator.control import SimulatorControl
 
@@ -182,8 +184,11 @@ async def drive(
             for message in page:
                 event = json.loads(message.content)
                 data = event.get("data") or {}
-                if data.get("requestId") in run.single_sent and data.get("status") == "submitted":
-                    run.single_submitted.setdefault(data["requestId"], parse_time(event["time"]))
+                request_id = data.get("requestId")
+                if request_id in run.single_sent:
+                    run.first.setdefault(request_id, (str(data.get("status")), parse_time(event["time"])))
+                    if data.get("status") == "submitted":
+                        run.single_submitted.setdefault(request_id, parse_time(event["time"]))
         run.bench_storage = counter.count
 
 
@@ -201,6 +206,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     run = Run()
     calls: list[dict[str, Any]] = []
     window: tuple[int, int] | None = None
+    cpu: dict[str, float] = {}
     batch_id = f"bench-{int(time.time())}"
     try:
         await asyncio.to_thread(azurite.start)
@@ -216,6 +222,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_rss(host.process.pid, rss, stop))
             start_log = azurite.log_size()
+            pids = {"host": host.process.pid, "azurite": azurite.pid, "simulator": simulator.process.pid}
+            cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
             await drive(
                 host,
                 env["DEVSTACK_FUNCTION_KEY"],
@@ -229,6 +237,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             )
             await asyncio.sleep(0.5)
             window = (start_log, azurite.log_size())
+            cpu = {name: process_cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             stop.set()
             await sampler
             calls = await control.calls()
@@ -239,7 +248,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(simulator.stop)
         logged = list(azurite.logged_requests(*window)) if window else []
         await asyncio.to_thread(azurite.stop)
-    return figures(args, batch_id, items, run, calls, logged, rss)
+    return figures(args, batch_id, items, run, calls, logged, rss, cpu)
 
 
 def figures(
@@ -250,6 +259,7 @@ def figures(
     calls: list[dict[str, Any]],
     logged: list[LoggedRequest],
     rss: list[tuple[float, float]],
+    cpu: dict[str, float],
 ) -> dict[str, Any]:
     storage = Counter(request.kind for request in logged)
     item_ids = [f"{batch_id}.{n}" for n in range(1, len(items) + 1)]
@@ -291,6 +301,9 @@ def figures(
         "later_events": run.later_events,
         "followup_queue_ops": sum(n for kind, n in storage.items() if FOLLOWUPS in kind),
         "peak_rss_mb": round(max((mb for _, mb in rss), default=0.0), 1),
+        # CPU per item (work: items and singles) of each process from the batch's POST to the end,
+        # confirmation checks included: host, Azurite and simulator share this machine's cores.
+        **{f"{name}_cpu_ms_per_item": round(cpu_s * 1000 / work, 1) if work else None for name, cpu_s in cpu.items()},
         "outcomes": dict(sorted(statuses.items())),
         "no_outcome": missing,
         "done_events": run.done_events,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -348,13 +349,26 @@ BUDGET_ENTITY = "graph-budget"  # the shared budget's entity (PartitionKey `$gra
 
 
 def cpu_seconds(host: Service) -> float:
+    return process_cpu_seconds(host.process.pid)
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (its children included), 0 if gone."""
     import psutil
 
+    if pid is None:
+        return 0.0
     try:
-        times = psutil.Process(host.process.pid).cpu_times()
+        process = psutil.Process(pid)
+        processes = [process, *process.children(recursive=True)]
     except psutil.Error:
         return 0.0
-    return float(times.user + times.system)
+    total = 0.0
+    for each in processes:
+        with contextlib.suppress(psutil.Error):
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 async def add_devices(control: SimulatorControl, devices: list[dict[str, Any]], parallel: int = 16) -> None:

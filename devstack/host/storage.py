@@ -9,6 +9,8 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from shared.adapters.storage import USE_ENV_SETTINGS
+
 # The retries of the Functions host's queue clients: Azure.Core's default RetryOptions (3 retries,
 # exponential from 0.8 s: 0.8 + 1.6 + 3.2 s), approximated with azure-storage-queue's
 # ExponentialRetry, whose n-th retry waits initial_backoff + increment_base ** n (1.5, 2.25, 3.4 s),
@@ -20,6 +22,9 @@ HOST_STORAGE_RETRY: dict[str, Any] = {
     "random_jitter_range": 0.3,
     "connection_timeout": 5,
     "read_timeout": 30,
+    # Proxy variables and netrc read per request only when the environment has any, as the app's
+    # own clients do (shared/adapters/storage.py): the real host is .NET and pays nothing for them.
+    "use_env_settings": USE_ENV_SETTINGS,
 }
 
 

@@ -3,7 +3,9 @@ taxonomy of shared/core/errors.py. Which calls and why: docs/contract.md#graph-t
 
 Devices are read from Graph beta as raw JSON through the SDK's request adapter (auth, middleware,
 error mapping) because the v1.0 models lack `deviceType` and silently turn the Android Enterprise
-enrollment types into None. Actions go through the typed v1.0 request builders. The SDK's own
+enrollment types into None; a device's action results (v1.0) too, because the typed parse costs
+more CPU than the rest of a confirmation check (decision 0028). Actions go through the typed v1.0
+request builders. The SDK's own
 retry handler is switched off for every call: a retried action POST after a 504 could reset a
 device twice, and throttled work is deferred on the queue instead of holding a worker.
 
@@ -30,7 +32,7 @@ from kiota_abstractions.authentication import (
 
 from shared.adapters.graph_budget import CallBudget, GraphBudget
 from shared.adapters.retry_after import parse_retry_after
-from shared.core.device import ActionResult, IntuneDevice, imei_lookup_forms, result_secrets
+from shared.core.device import ActionResult, IntuneDevice, imei_lookup_forms
 from shared.core.errors import (
     ActionOutcomeUnknown,
     GraphError,
@@ -97,7 +99,7 @@ class MsGraphIntuneGateway:
         from msgraph.graph_request_adapter import GraphRequestAdapter
         from msgraph_core import GraphClientFactory
 
-        from shared.adapters.graph_transport import BudgetTransport, GraphDependencyTransport
+        from shared.adapters.graph_transport import BudgetTransport, GraphDependencyTransport, environment_proxy
 
         self._base = base_url.rstrip("/")
         self.budget: CallBudget = budget or GraphBudget()
@@ -105,7 +107,10 @@ class MsGraphIntuneGateway:
             client=httpx.AsyncClient(
                 timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
                 # The budget's slot first, then each Graph call on the wire a dependency span.
-                transport=BudgetTransport(self.budget, GraphDependencyTransport()),
+                transport=BudgetTransport(
+                    self.budget,
+                    GraphDependencyTransport(httpx.AsyncHTTPTransport(proxy=environment_proxy(self._base))),
+                ),
             ),
             options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)},
         )
@@ -191,40 +196,18 @@ class MsGraphIntuneGateway:
         return matches
 
     async def action_results(self, device_id: str) -> list[ActionResult]:
-        """The device's deviceActionResults (only a single-device GET returns them)."""
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.device_management.managed_devices.item.managed_device_item_request_builder import (
-            ManagedDeviceItemRequestBuilder,
+        """The device's deviceActionResults (only a single-device GET returns them), as raw JSON
+        like the device reads: msgraph-sdk's typed `ManagedDevice` parse costs the host more CPU
+        than the rest of a confirmation check (docs/decisions/0028-action-results-as-json.md)."""
+        url = (
+            f"{self._base}/v1.0/deviceManagement/managedDevices/{quote(device_id, safe='')}"
+            "?$select=deviceActionResults"
         )
-        from msgraph.generated.models.remote_lock_action_result import RemoteLockActionResult
-        from msgraph.generated.models.reset_passcode_action_result import ResetPasscodeActionResult
-
-        builder = self._client.device_management.managed_devices.by_managed_device_id(device_id)
-        config = RequestConfiguration(
-            query_parameters=ManagedDeviceItemRequestBuilder.ManagedDeviceItemRequestBuilderGetQueryParameters(
-                select=["deviceActionResults"]
-            )
-        )
-        device = await self._call(lambda: builder.get(request_configuration=config), is_action=False)
-        results = []
-        for item in (device.device_action_results if device else None) or []:
-            state = item.action_state.value if item.action_state is not None else "none"
-            typed = {
-                "passcode": item.passcode if isinstance(item, ResetPasscodeActionResult) else None,
-                "unlockPin": item.unlock_pin if isinstance(item, RemoteLockActionResult) else None,
-            }
-            secrets = result_secrets(typed, item.additional_data)
-            results.append(
-                ActionResult(
-                    action_name=item.action_name or "",
-                    state=state,
-                    started_at=item.start_date_time,
-                    last_updated_at=item.last_updated_date_time,
-                    passcode=secrets["passcode"],
-                    unlock_pin=secrets["unlockPin"],
-                )
-            )
-        return results
+        doc = await self._get_json(url)
+        entries = doc.get("deviceActionResults")
+        if not isinstance(entries, list):
+            return []
+        return [ActionResult.from_graph(entry) for entry in entries if isinstance(entry, dict)]
 
     # ----------------------------------------------------------------- actions (v1.0, typed)
 

@@ -9,10 +9,17 @@
   with `resultCode` (the throttling alert counts `resultCode == "429"`), and 429 answers are also
   counted as a metric.
 
+`environment_proxy` gives the inner transport the proxy the environment sets for Graph: httpx
+takes proxy variables itself only for a transport of its own making.
+
 Imported with httpx, when the Graph gateway is built (shared/adapters/graph.py).
 """
 
 from __future__ import annotations
+
+import urllib.request
+from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -57,3 +64,30 @@ class GraphDependencyTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def environment_proxy(url: str, proxies: Mapping[str, str] | None = None) -> str | None:
+    """The proxy that `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` (any case) set for `url`, unless
+    `NO_PROXY` exempts its host; None without one. Only an http(s) proxy is taken (httpx needs an
+    extra package for SOCKS). `proxies` is Python's `getproxies()` (the environment) by default."""
+    found = urllib.request.getproxies() if proxies is None else proxies
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not found or not host or _bypassed(host, found):
+        return None
+    proxy = found.get(parts.scheme) or found.get("all")
+    return proxy if proxy and urlsplit(proxy).scheme in ("http", "https") else None
+
+
+def _bypassed(host: str, proxies: Mapping[str, str]) -> bool:
+    """`NO_PROXY` as curl reads it: `*`, or comma-separated hosts or domains (a leading dot
+    optional, a port ignored) matching the host or a parent domain of it."""
+    host = host.lower().rstrip(".")
+    for entry in (proxies.get("no") or "").split(","):
+        name = entry.strip().lower()
+        if name == "*":
+            return True
+        name = name.lstrip(".").rsplit(":", 1)[0] if name.count(":") == 1 else name.lstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False

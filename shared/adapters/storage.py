@@ -13,8 +13,10 @@ docs/decisions/0023-storage-retry-budget.md).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import (
@@ -66,6 +68,7 @@ class StorageRetry:
 
     def table_options(self) -> dict[str, Any]:
         return {
+            "use_env_settings": USE_ENV_SETTINGS,
             "retry_total": self.retries,
             "retry_backoff_factor": self.backoff_factor,
             "retry_backoff_max": self.backoff_max,
@@ -76,6 +79,7 @@ class StorageRetry:
     def queue_options(self) -> dict[str, Any]:
         # The async queue clients build their own ExponentialRetry (the async one) from these.
         return {
+            "use_env_settings": USE_ENV_SETTINGS,
             "retry_total": self.retries,
             "initial_backoff": self.initial_backoff,
             "increment_base": self.increment_base,
@@ -86,6 +90,32 @@ class StorageRetry:
 
 
 RETRY = StorageRetry()
+
+
+def environment_configures_http(environ: Mapping[str, str], home: Path | None) -> bool:
+    """Whether this process's environment has anything for an HTTP client to take from it: a proxy
+    variable (`HTTPS_PROXY`, `NO_PROXY`, any `*_proxy` that Python's `getproxies` reads, any case)
+    or a netrc file (`NETRC`, `~/.netrc`).
+
+    The storage clients' transport (azure-core's aiohttp transport, `use_env_settings`) would
+    otherwise look for both again on every request, each look a hop to a worker thread: 8 % of the
+    host's CPU in a batch (docs/decisions/0028-action-results-as-json.md). Read once at start-up;
+    when the environment has any of it, the SDKs' default (read per request) stays."""
+    if any(key.lower().endswith("_proxy") and value for key, value in environ.items()):
+        return True
+    if environ.get("NETRC"):
+        return True
+    return home is not None and (home / ".netrc").exists()
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home()
+    except RuntimeError:
+        return None
+
+
+USE_ENV_SETTINGS = environment_configures_http(os.environ, _home())
 
 
 class StorageClients:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.core.platforms import Action, DeviceTraits
@@ -82,6 +82,34 @@ class ActionResult:
     passcode: str | None = field(default=None, repr=False)  # secret: never logged or stored
     unlock_pin: str | None = field(default=None, repr=False)  # secret: macOS remote lock's recovery PIN
 
+    @classmethod
+    def from_graph(cls, entry: dict[str, Any]) -> ActionResult:
+        """One entry of a managed device's `deviceActionResults`, whatever its `@odata.type`.
+
+        Graph types an entry `#microsoft.graph.resetPasscodeActionResult` (the passcode),
+        `#microsoft.graph.remoteLockActionResult` (the unlock PIN) or the base type; Microsoft's
+        own examples write the type without the `#` or leave it out. So the type is not read:
+        `passcode` and `unlockPin` are taken from any entry, member names matched without regard
+        to case, non-empty text only (docs/decisions/0012-untyped-action-results.md). Times are
+        ISO 8601 (Graph's seven fractional digits are cut to six); one without an offset is UTC.
+        The state is Graph's string as sent ("done", "failed", ...; any case, or a state newer
+        than this code): the lifecycle compares it in lower case and waits on any it does not know.
+        """
+        members = {str(k).lower(): v for k, v in entry.items()}
+
+        def text(name: str) -> str | None:
+            value = members.get(name.lower())
+            return value if isinstance(value, str) and value else None
+
+        return cls(
+            action_name=text("actionName") or "",
+            state=text("actionState") or "none",
+            started_at=graph_datetime(members.get("startdatetime")),
+            last_updated_at=graph_datetime(members.get("lastupdateddatetime")),
+            passcode=text("passcode"),
+            unlock_pin=text("unlockPin"),
+        )
+
 
 # Which secret of a result the user must type, per Graph action: resetPasscodeActionResult.passcode
 # (Android's new passcode) and remoteLockActionResult.unlockPin (the Mac's Find My recovery PIN).
@@ -96,22 +124,16 @@ def revealable_secret(result: ActionResult) -> tuple[str, str] | None:
     return (kind, secret) if kind is not None and secret else None
 
 
-def result_secrets(typed: dict[str, Any], additional_data: dict[str, Any] | None) -> dict[str, str | None]:
-    """`passcode` and `unlockPin` of a deviceActionResult whatever form its `@odata.type` took.
-
-    msgraph-sdk builds the subtype (ResetPasscodeActionResult, RemoteLockActionResult) only from an
-    `@odata.type` starting with '#'; written without it, or absent, the base DeviceActionResult is
-    built and the members land in `additional_data` (docs/decisions/0012-untyped-action-results.md).
-    `typed` holds what the subtype's fields gave (None when not that subtype)."""
-    extra = {str(k).lower(): v for k, v in (additional_data or {}).items()}
-
-    def pick(name: str) -> str | None:
-        value = typed.get(name)
-        if not (isinstance(value, str) and value):
-            value = extra.get(name.lower())
-        return value if isinstance(value, str) and value else None
-
-    return {"passcode": pick("passcode"), "unlockPin": pick("unlockPin")}
+def graph_datetime(value: Any) -> datetime | None:
+    """A Graph `DateTimeOffset` (ISO 8601, e.g. `2026-11-25T10:00:00.1234567Z`) as an aware
+    datetime; None when absent or not a time. A time without an offset is taken as UTC."""
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def imei_digits(value: str | None) -> str:

@@ -22,6 +22,6 @@ def test_a_small_batch_benchmark_reaches_every_item_and_prints_its_figures(tmp_p
     assert sum(result["outcomes"].values()) == 20 and result["throttled_429"] == 0
     assert 0 < result["expansion_s"] < result["elapsed_s"]
     assert result["singles"] >= 1 and result["singles_submitted"] >= 1
-    for key in ("budget_utilisation", "single_p95_ms", "storage_ops_per_item", "peak_rss_mb"):
+    for key in ("budget_utilisation", "single_p95_ms", "storage_ops_per_item", "peak_rss_mb", "host_cpu_ms_per_item"):
         assert result[key] > 0, key
     assert chart.stat().st_size > 0

@@ -14,7 +14,6 @@ from shared.core.device import (
     imei_matches,
     luhn_check_digit,
     our_action_result,
-    result_secrets,
     revealable_secret,
 )
 from shared.core.errors import action_answer_kind
@@ -70,23 +69,58 @@ def test_imei_lookup_forms_most_likely_first(requested: str, forms: list[str]) -
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
+RESET = {"actionName": "resetPasscode", "actionState": "done", "startDateTime": "2026-11-25T10:00:00Z"}
+
+
 @pytest.mark.parametrize(
-    ("typed", "additional", "expected"),
+    ("entry", "expected"),
     [
-        ({"passcode": "A1b2C3d4", "unlockPin": None}, {}, {"passcode": "A1b2C3d4", "unlockPin": None}),  # '#' type
-        ({"passcode": None, "unlockPin": None}, {"passcode": "A1b2C3d4", "@odata.type": "microsoft.graph.x"},
-         {"passcode": "A1b2C3d4", "unlockPin": None}),  # bare type: base class, member in additional_data
-        ({"passcode": None, "unlockPin": None}, {"unlockPin": "123456"}, {"passcode": None, "unlockPin": "123456"}),
-        ({"passcode": None, "unlockPin": None}, {"UnlockPin": "123456"}, {"passcode": None, "unlockPin": "123456"}),
-        ({"passcode": None, "unlockPin": None}, {"passcode": None, "unlockPin": 123456},
-         {"passcode": None, "unlockPin": None}),  # not text: no secret
-        ({"passcode": None, "unlockPin": None}, None, {"passcode": None, "unlockPin": None}),
+        ({"@odata.type": "#microsoft.graph.resetPasscodeActionResult", "passcode": "A1b2C3d4"},
+         {"passcode": "A1b2C3d4", "unlockPin": None}),  # '#' type
+        ({"@odata.type": "microsoft.graph.resetPasscodeActionResult", "passcode": "A1b2C3d4"},
+         {"passcode": "A1b2C3d4", "unlockPin": None}),  # bare type (Microsoft's examples)
+        ({"unlockPin": "123456"}, {"passcode": None, "unlockPin": "123456"}),  # no type at all
+        ({"UnlockPin": "123456"}, {"passcode": None, "unlockPin": "123456"}),  # member name in another case
+        ({"passcode": None, "unlockPin": 123456}, {"passcode": None, "unlockPin": None}),  # not text: no secret
+        ({"passcode": ""}, {"passcode": None, "unlockPin": None}),
+        ({}, {"passcode": None, "unlockPin": None}),
     ],
 )
-def test_result_secrets_whatever_the_odata_type(
-    typed: dict[str, str | None], additional: dict[str, object] | None, expected: dict[str, str | None]
+def test_action_result_secrets_whatever_the_odata_type(
+    entry: dict[str, object], expected: dict[str, str | None]
 ) -> None:
-    assert result_secrets(typed, additional) == expected
+    result = ActionResult.from_graph({**RESET, **entry})
+    assert {"passcode": result.passcode, "unlockPin": result.unlock_pin} == expected
+    assert "A1b2C3d4" not in repr(result) and "123456" not in repr(result)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-25T10:00:00Z", T0),
+        ("2026-11-25T10:00:00.1234567Z", T0 + timedelta(microseconds=123456)),  # Graph's 7 digits
+        ("2026-11-25T11:00:00+01:00", T0),
+        ("2026-11-25T10:00:00", T0),  # no offset: UTC
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC)),  # Graph's "never"
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+        (1764064800, None),
+    ],
+)
+def test_action_result_times(value: object, expected: datetime | None) -> None:
+    result = ActionResult.from_graph({**RESET, "startDateTime": value, "lastUpdatedDateTime": value})
+    assert result.started_at == expected and result.last_updated_at == expected
+    if expected is not None:
+        assert result.started_at is not None and result.started_at.tzinfo is not None
+
+
+def test_action_result_name_and_state_as_sent() -> None:
+    assert ActionResult.from_graph(RESET).action_name == "resetPasscode"
+    assert ActionResult.from_graph({**RESET, "actionState": "Done"}).state == "Done"  # lifecycle lowers it
+    assert ActionResult.from_graph({**RESET, "actionState": "unknownFutureValue"}).state == "unknownFutureValue"
+    assert ActionResult.from_graph({"actionState": None}).state == "none"
+    assert ActionResult.from_graph({}).action_name == ""
 
 
 @pytest.mark.parametrize(
