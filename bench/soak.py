@@ -61,6 +61,7 @@ from bench.soak_storage import CLIENT_RETRY, StorageFaultLeg, StoragePlan
 from devstack.azurite import ACCOUNT_KEY, PROJECT_ROOT, Azurite
 from devstack.children import run_ending_children
 from devstack.run import Child, spawn
+from devstack.simulator import command as simulator_command
 from devstack.simulator.control import SimulatorControl
 
 FINAL_STATUSES = frozenset({"completed", "failed", "unsupported", "rejected", "dry_run", "timed_out"})
@@ -184,11 +185,9 @@ class HostProcess:
 
 
 async def start_simulator(log_dir: Path, token: str, config: SoakConfig) -> tuple[Child, str]:
-    # One argument `--token=...`: a random token may start with "-", which argparse would read as an option.
-    argv = [sys.executable, "-m", "devstack", "simulator", "--port", "0", f"--token={token}"]
-    argv += ["--complete-after", str(config.complete_after), "--seed", str(config.seed)]
-    if config.hosts == 1:  # several hosts: Intune's budget on, so that the run shows they share it
-        argv.append("--no-throttle")
+    # Several hosts: Intune's budget on, so that the run shows they share it.
+    options = {"complete_after": config.complete_after, "seed": config.seed, "no_throttle": config.hosts == 1}
+    argv = [sys.executable, *simulator_command(port=0, token=token, **options)]
     child = spawn("simulator", argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir)
     line = await child.wait_for_line("simulator listening on ", timeout=30)
     return child, line.split()[3]

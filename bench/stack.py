@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from devstack.azurite import Azurite
 from devstack.children import end_child, kill_child, start_child
+from devstack.simulator import command as simulator_command
 from shared.core.device import IntuneDevice
 from shared.core.platforms import choose_action
 
@@ -182,8 +183,8 @@ def launch(args: list[str], env: Mapping[str, str], ready: str, stderr_path: Pat
 
 def simulator_args(latency_ms: float, complete_after: float | None = 2.0) -> list[str]:
     """`python -m devstack simulator` with Intune's throttling budget on (its default)."""
-    after = "never" if complete_after is None else str(complete_after)
-    return ["-m", "devstack", "simulator", "--port", "0", "--latency-ms", str(latency_ms), "--complete-after", after]
+    after = "never" if complete_after is None else complete_after
+    return simulator_command(port=0, latency_ms=latency_ms, complete_after=after)
 
 
 SIMULATOR_READY = r"simulator listening on (\S+)"

@@ -36,6 +36,7 @@ from azure.storage.queue.aio import QueueClient
 from devstack.azurite import PROJECT_ROOT, Azurite, AzuriteError
 from devstack.children import end_child, kill_child, start_child
 from devstack.settings import SettingsError, load_settings
+from devstack.simulator import command as simulator_command
 
 LOG_DIR = PROJECT_ROOT / ".devstack" / "logs"
 DEFAULT_REQUESTS_QUEUE = "passcode-reset-requests"
@@ -347,9 +348,8 @@ class Stack:
         return self.azurite
 
     async def start_simulator(self, token: str) -> str:
-        # One argument `--token=...`: a random token may start with "-", which argparse would read as an option.
-        argv = [sys.executable, "-m", "devstack", "simulator", "--port", "0", f"--token={token}"]
-        child = self._spawn("simulator", [*argv, "--complete-after", "3"], os.environ)
+        argv = [sys.executable, *simulator_command(port=0, token=token, complete_after=3)]
+        child = self._spawn("simulator", argv, os.environ)
         line = await child.wait_for_line(SIMULATOR_READY, timeout=30)
         return line[len(SIMULATOR_READY) :].split()[0]
 

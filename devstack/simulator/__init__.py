@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .state import DEFAULT_FLEET, DEFAULT_SEED, DEFAULT_TOKEN, SimulatorConfig, SimulatorError, ThrottleConfig
 
-__all__ = ["configure", "main"]
+__all__ = ["command", "configure", "main"]
 
 
 def _complete_after(value: str) -> float | None:
@@ -49,6 +49,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--throttle-window", type=float, default=20.0, help="window seconds (default 20)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the simulator's RNG")
     parser.add_argument("--page-size", type=int, default=25, help="server page size of list calls")
+
+
+def command(**options: object) -> list[str]:
+    """The arguments after the interpreter that start this simulator: `["-m", "devstack",
+    "simulator", ...]`, each option of `configure` by its name (`latency_ms=150`, `port=0`,
+    `no_throttle=True`; None or False leaves it out). Each value is joined to its option
+    (`--token=-x...`): a value that starts with "-", as a random token may, is not read as an option."""
+    argv = ["-m", "devstack", "simulator"]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv.append(f"{flag}={value}")
+    return argv
 
 
 def _config(args: argparse.Namespace) -> SimulatorConfig:

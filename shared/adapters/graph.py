@@ -4,10 +4,10 @@ taxonomy of shared/core/errors.py. Which calls and why: docs/contract.md#graph-t
 Devices are read from Graph beta as raw JSON through the SDK's request adapter (auth, middleware,
 error mapping) because the v1.0 models lack `deviceType` and silently turn the Android Enterprise
 enrollment types into None; a device's action results (v1.0) too, because the typed parse costs
-more CPU than the rest of a confirmation check (decision 0028). Actions go through the typed v1.0
-request builders. The SDK's own
-retry handler is switched off for every call: a retried action POST after a 504 could reset a
-device twice, and throttled work is deferred on the queue instead of holding a worker.
+more CPU than the rest of a confirmation check (docs/decisions/0028-less-host-cpu-per-request.md).
+Actions go through the typed v1.0 request builders. The SDK's own retry handler is switched off
+for every call: a retried action POST after a 504 could reset a device twice, and throttled work
+is deferred on the queue instead of holding a worker.
 
 Every call takes a slot of the Graph budget (shared/adapters/shared_budget.py, all instances together) in the HTTP
 transport (shared/adapters/graph_transport.py), and a 429 pauses the whole budget. msgraph-sdk, kiota-http
@@ -198,7 +198,7 @@ class MsGraphIntuneGateway:
     async def action_results(self, device_id: str) -> list[ActionResult]:
         """The device's deviceActionResults (only a single-device GET returns them), as raw JSON
         like the device reads: msgraph-sdk's typed `ManagedDevice` parse costs the host more CPU
-        than the rest of a confirmation check (docs/decisions/0028-action-results-as-json.md)."""
+        than the rest of a confirmation check (docs/decisions/0028-less-host-cpu-per-request.md)."""
         url = (
             f"{self._base}/v1.0/deviceManagement/managedDevices/{quote(device_id, safe='')}"
             "?$select=deviceActionResults"

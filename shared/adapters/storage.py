@@ -99,7 +99,7 @@ def environment_configures_http(environ: Mapping[str, str], home: Path | None) -
 
     The storage clients' transport (azure-core's aiohttp transport, `use_env_settings`) would
     otherwise look for both again on every request, each look a hop to a worker thread: 8 % of the
-    host's CPU in a batch (docs/decisions/0028-action-results-as-json.md). Read once at start-up;
+    host's CPU in a batch (docs/decisions/0028-less-host-cpu-per-request.md). Read once at start-up;
     when the environment has any of it, the SDKs' default (read per request) stays."""
     if any(key.lower().endswith("_proxy") and value for key, value in environ.items()):
         return True

@@ -878,3 +878,20 @@ def test_cli_refuses_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> No
     assert simulator_cli.main(parser.parse_args(["--host", "192.0.2.10"])) == 2
     assert "loopback" in capsys.readouterr().err
     assert math.isclose(parser.parse_args([]).complete_after, 2.0)
+
+
+def test_the_simulators_command_line_reaches_its_parser_as_given() -> None:
+    """`devstack.simulator.command`, which the benchmarks, the soak and `make run` start the
+    simulator with: every option arrives with its value, a token that starts with "-" included."""
+    import argparse
+
+    from devstack.simulator import command, configure
+
+    argv = command(port=0, token="-x1_Yz", latency_ms=150.0, complete_after="never", seed=7, no_throttle=True)
+    assert argv[:3] == ["-m", "devstack", "simulator"]
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    parsed = parser.parse_args(argv[3:])
+    assert (parsed.port, parsed.token, parsed.latency_ms) == (0, "-x1_Yz", 150.0)
+    assert (parsed.complete_after, parsed.seed, parsed.no_throttle) == (None, 7, True)
+    assert parser.parse_args(command(no_throttle=False, token=None)[3:]).no_throttle is False
