@@ -163,38 +163,43 @@ def unused_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_graph_calls_go_through_the_environments_proxy(
-    proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch
-) -> None:
+DEVICE = "0f2c7d4e-9a61-4b1e-8d3f-2a5c6e7b9d10"
+
+
+@pytest.fixture
+def proxy_in_environment(proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch) -> RecordingProxy:
+    """`HTTP_PROXY` names the recording proxy, no other proxy variable set."""
     for key in [k for k in os.environ if k.lower().endswith("_proxy")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
-    graph = f"http://127.0.0.1:{unused_port()}"  # nothing listens there: only the proxy answers
+    return proxy
+
+
+async def device_read_error(graph: str) -> GraphTransientError:
+    """The error of a device read from a gateway built for `graph` now (it reads the environment)."""
     gateway = MsGraphIntuneGateway.with_static_token(graph, "test-token")
     try:
         with pytest.raises(GraphTransientError) as raised:
-            await gateway.get_device("0f2c7d4e-9a61-4b1e-8d3f-2a5c6e7b9d10")
+            await gateway.get_device(DEVICE)
     finally:
         await gateway.aclose()
-    assert raised.value.status == 502  # the proxy's answer
-    [line] = proxy.request_lines  # the absolute URI a client sends to a forward proxy
-    assert line.startswith(f"GET {graph}/beta/deviceManagement/managedDevices/0f2c7d4e-9a61-4b1e-8d3f-2a5c6e7b9d10?")
+    return raised.value
+
+
+async def test_graph_calls_go_through_the_environments_proxy(proxy_in_environment: RecordingProxy) -> None:
+    graph = f"http://127.0.0.1:{unused_port()}"  # nothing listens there: only the proxy answers
+    assert (await device_read_error(graph)).status == 502  # the proxy's answer
+    [line] = proxy_in_environment.request_lines  # the absolute URI a client sends to a forward proxy
+    assert line.startswith(f"GET {graph}/beta/deviceManagement/managedDevices/{DEVICE}?")
 
 
 async def test_graph_calls_skip_the_proxy_for_a_no_proxy_host(
-    proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch
+    proxy_in_environment: RecordingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key in [k for k in os.environ if k.lower().endswith("_proxy")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    gateway = MsGraphIntuneGateway.with_static_token(f"http://127.0.0.1:{unused_port()}", "test-token")
-    try:
-        with pytest.raises(GraphTransientError, match="cannot connect to Graph"):
-            await gateway.get_device("0f2c7d4e-9a61-4b1e-8d3f-2a5c6e7b9d10")
-    finally:
-        await gateway.aclose()
-    assert proxy.request_lines == []
+    error = await device_read_error(f"http://127.0.0.1:{unused_port()}")
+    assert "cannot connect to Graph" in str(error)
+    assert proxy_in_environment.request_lines == []
 
 
 @pytest.mark.parametrize(
