@@ -96,6 +96,22 @@ class Run:
         self.single_retries = 0  # 503 answers to a single request's POST, retried after Retry-After
         self.bench_storage = 0
 
+    def note(self, event: dict[str, Any]) -> None:
+        """One event from the results queue: the batch's done event, a request's first outcome
+        (or a later one), a single's `submitted` time."""
+        if event.get("type") == "intune.passcode-reset-batch.done":
+            self.done_events += 1
+            return
+        data = event.get("data") or {}
+        request_id = data.get("requestId")
+        at = parse_time(event["time"])
+        if request_id in self.single_sent and data.get("status") == "submitted":
+            self.single_submitted.setdefault(request_id, at)
+        if request_id and request_id not in self.first:
+            self.first[request_id] = (str(data.get("status")), at)
+        elif request_id:
+            self.later_events += 1
+
 
 async def drive(
     host: Service,
@@ -157,20 +173,8 @@ async def drive(
             while not wanted <= run.first.keys() and time.monotonic() < deadline:
                 page = [m async for m in results.receive_messages(messages_per_page=32, max_messages=32)]
                 for message in page:
-                    event = json.loads(message.content)
+                    run.note(json.loads(message.content))
                     await results.delete_message(message)
-                    data = event.get("data") or {}
-                    if event.get("type") == "intune.passcode-reset-batch.done":
-                        run.done_events += 1
-                        continue
-                    request_id = data.get("requestId")
-                    at = parse_time(event["time"])
-                    if request_id in run.single_sent and data.get("status") == "submitted":
-                        run.single_submitted.setdefault(request_id, at)
-                    if request_id and request_id not in run.first:
-                        run.first[request_id] = (str(data.get("status")), at)
-                    elif request_id:
-                        run.later_events += 1
                 if not page:
                     await asyncio.sleep(0.25)
             finished.set()
@@ -182,13 +186,7 @@ async def drive(
             if not page:
                 break
             for message in page:
-                event = json.loads(message.content)
-                data = event.get("data") or {}
-                request_id = data.get("requestId")
-                if request_id in run.single_sent:
-                    run.first.setdefault(request_id, (str(data.get("status")), parse_time(event["time"])))
-                    if data.get("status") == "submitted":
-                        run.single_submitted.setdefault(request_id, parse_time(event["time"]))
+                run.note(json.loads(message.content))
         run.bench_storage = counter.count
 
 

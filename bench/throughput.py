@@ -321,12 +321,13 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 asyncio.create_task(sample_rss(host.process.pid, samples, stop_sampling))
                 for host, samples in zip(hosts, rss, strict=True)
             ]
-            cpu_before = [cpu_seconds(host) for host in hosts]
+            cpu_before = [process_cpu_seconds(host.process.pid) for host in hosts]
 
             run = ProductRun()
             log_start = azurite.log_size()
             await drive_product(azurite.connection_string, main_requests, run, give_up_after=args.timeout)
-            cpu = [cpu_seconds(host) - before for host, before in zip(hosts, cpu_before, strict=True)]
+            cpu_after = [process_cpu_seconds(host.process.pid) for host in hosts]
+            cpu = [after - before for after, before in zip(cpu_after, cpu_before, strict=True)]
             await asyncio.sleep(0.5)  # let Azurite flush the last access-log lines
             log_window = (log_start, azurite.log_size())
             stop_sampling.set()
@@ -346,10 +347,6 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 REQUEST_FUNCTION = "reset_request"  # function_app.py's queue-triggered request function
 BUDGET_ENTITY = "graph-budget"  # the shared budget's entity (PartitionKey `$graph-budget`) in access-log lines
-
-
-def cpu_seconds(host: Service) -> float:
-    return process_cpu_seconds(host.process.pid)
 
 
 def process_cpu_seconds(pid: int | None) -> float:

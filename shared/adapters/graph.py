@@ -146,12 +146,8 @@ class MsGraphIntuneGateway:
     async def get_device(self, device_id: str) -> IntuneDevice | None:
         """The device, or None when Graph has no such id. Starts a reset: see `check_action_room`."""
         self.budget.check_action_room()
-        url = (
-            f"{self._base}/beta/deviceManagement/managedDevices/{quote(device_id, safe='')}"
-            f"?$select={','.join(DEVICE_FIELDS)}"
-        )
         try:
-            doc = await self._get_json(url)
+            doc = await self._get_json(self._device_url("beta", device_id, DEVICE_FIELDS))
         except GraphPermanentError as exc:
             if exc.status == 404:
                 return None
@@ -199,11 +195,7 @@ class MsGraphIntuneGateway:
         """The device's deviceActionResults (only a single-device GET returns them), as raw JSON
         like the device reads: msgraph-sdk's typed `ManagedDevice` parse costs the host more CPU
         than the rest of a confirmation check (docs/decisions/0028-less-host-cpu-per-request.md)."""
-        url = (
-            f"{self._base}/v1.0/deviceManagement/managedDevices/{quote(device_id, safe='')}"
-            "?$select=deviceActionResults"
-        )
-        doc = await self._get_json(url)
+        doc = await self._get_json(self._device_url("v1.0", device_id, ("deviceActionResults",)))
         entries = doc.get("deviceActionResults")
         if not isinstance(entries, list):
             return []
@@ -264,6 +256,13 @@ class MsGraphIntuneGateway:
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             kind = ActionOutcomeUnknown if is_action else GraphTransientError
             raise kind(f"Graph call interrupted: {type(exc).__name__}") from None
+
+    def _device_url(self, version: str, device_id: str, fields: tuple[str, ...]) -> str:
+        """One managed device of Graph `version` (beta, v1.0), with only `fields`."""
+        return (
+            f"{self._base}/{version}/deviceManagement/managedDevices/{quote(device_id, safe='')}"
+            f"?$select={','.join(fields)}"
+        )
 
     def _same_origin(self, url: str) -> bool:
         return urlsplit(url).netloc == urlsplit(self._base).netloc
